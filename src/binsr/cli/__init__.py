@@ -1,0 +1,49 @@
+"""The ``binsr`` command line: one sub-module per subcommand.
+
+Each module listed in :data:`COMMAND_MODULES` defines ``register(subparsers)``, which adds its parser and
+sets ``func`` (a callable taking the parsed arguments and returning an exit code). Modules are imported
+explicitly, so a new subcommand is one file plus one line here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from binsr.errors import BinsrError
+
+COMMAND_MODULES: tuple[str, ...] = ("eval", "upscale", "compare", "train", "summary")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered subcommand."""
+    from binsr import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="binsr", description="Binary (1-bit) neural networks for image super-resolution."
+    )
+    parser.add_argument("--version", action="version", version=f"binsr {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"binsr.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``binsr`` console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BinsrError as error:
+        print(f"binsr: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("binsr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

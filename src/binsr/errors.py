@@ -1,0 +1,10 @@
+"""User-facing errors.
+
+Anything that is the user's fault (a missing folder, a corrupt image, an unsupported scale, a bad
+checkpoint) raises :class:`BinsrError` with a one-line message naming the file or value. The CLI prints
+it as ``binsr: error: <message>`` and exits with status 2, without a traceback.
+"""
+
+
+class BinsrError(Exception):
+    """An error caused by the user's input, reported as one line without a traceback."""

@@ -1,0 +1,458 @@
+"""The training loop: one :class:`Trainer` per process, driven by a resolved config.
+
+Step ``i`` (0-based) of ``N``:
+
+1. set the learning rate to :func:`~binsr.train.schedule.learning_rate` of ``i`` and call
+   ``model.set_progress(i / N)`` when the model has it;
+2. take this rank's slice of global batch ``i`` (:meth:`~binsr.train.data.PatchSampler.batch`);
+3. forward (under ``torch.autocast`` float16 on CUDA when ``train.amp``), L1 loss plus the optional
+   distillation terms; the loss is averaged over ranks and a non-finite value stops the run
+   *before* the weights are touched;
+4. backward, optional gradient-norm clipping, optimizer step, EMA update;
+5. after step ``i`` the run has done ``i + 1`` iterations: log every ``print_every``, validate every
+   ``val.every`` and checkpoint every ``checkpoint_every`` iterations (and all three at the end).
+
+Only rank 0 writes files and validates. The validated and saved model is the EMA model when
+``train.ema`` is set. A checkpoint writes ``last.safetensors`` (the model, via
+:func:`binsr.checkpoint.save_model`) and then commits the training state (:mod:`binsr.train.state`);
+``best.safetensors`` is written whenever the mean validation PSNR improves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from binsr.checkpoint import save_model
+from binsr.data.datasets import open_eval_set
+from binsr.errors import BinsrError
+from binsr.models import create_model
+from binsr.train.config import dump_config, model_kwargs
+from binsr.train.data import sampler_from_config
+from binsr.train.distill import Distiller
+from binsr.train.distributed import DistInfo, all_mean, barrier, cleanup, init_distributed
+from binsr.train.logs import RunLog
+from binsr.train.schedule import learning_rate
+from binsr.train.state import (
+    STATE_JSON,
+    get_rng_state,
+    load_state,
+    maybe_kill,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    save_state,
+    set_rng_state,
+)
+
+__all__ = ["BEST_FILE", "CONFIG_FILE", "LAST_FILE", "TrainResult", "Trainer", "train"]
+
+CONFIG_FILE = "config.yaml"
+LAST_FILE = "last.safetensors"
+BEST_FILE = "best.safetensors"
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports: its folder, iterations done and the best / last validation scores."""
+
+    run_dir: Path
+    iteration: int
+    best_psnr: float | None = None
+    best_iteration: int | None = None
+    last_val: dict[str, tuple[float, float]] = field(default_factory=dict)
+    rank: int = 0
+
+
+def val_set_names(folders: list[str]) -> list[str]:
+    """Short unique names of the validation folders (their base names, numbered when they repeat)."""
+    names: list[str] = []
+    for folder in folders:
+        base = Path(folder).name or "val"
+        name, n = base, 2
+        while name in names:
+            name, n = f"{base}{n}", n + 1
+        names.append(name)
+    return names
+
+
+def _set_progress(model: nn.Module, progress: float) -> None:
+    setter = getattr(model, "set_progress", None)
+    if callable(setter):
+        setter(progress)
+
+
+class Trainer:
+    """Everything one training process holds: model, EMA, optimizer, data, distiller, logs.
+
+    Args:
+        config: a resolved config (:func:`binsr.train.config.resolve_config`).
+        run_dir: the run directory (created by :func:`train`).
+        resume: continue from the run directory's training state.
+        dist: this process's place in the process group.
+        progress: show a tqdm bar on rank 0.
+    """
+
+    def __init__(
+        self, config: dict[str, Any], run_dir: Path, *, resume: bool, dist: DistInfo, progress: bool = True
+    ) -> None:
+        self.config, self.run_dir, self.dist, self.show_progress = config, run_dir, dist, progress
+        train = config["train"]
+        self.iterations: int = train["iterations"]
+        self.batch_size: int = config["datasets"]["train"]["batch_size"]
+        if self.batch_size % dist.world_size:
+            raise BinsrError(
+                f"config key datasets.train.batch_size ({self.batch_size}) must be divisible by the number "
+                f"of processes ({dist.world_size})"
+            )
+        self.scale: int = config["scale"]
+        self.seed: int = config["seed"]
+        self.device = dist.device
+        self.amp = bool(train["amp"]) and self.device.type == "cuda"
+
+        torch.manual_seed(self.seed)
+        network = config["network"]
+        self.model = create_model(network["name"], scale=self.scale, **model_kwargs(network)).to(self.device)
+        self.model.train()
+        # The EMA copy is made before the distiller hooks the student, so it carries no hooks.
+        self.ema_decay: float | None = train["ema"]
+        self.ema = (
+            copy.deepcopy(self.model).requires_grad_(False).eval() if self.ema_decay is not None else None
+        )
+        self.distiller = (
+            Distiller(self.model, train["distill"], self.scale, self.device) if train["distill"] else None
+        )
+        opt = train["optimizer"]
+        optimizer_class = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}[opt["type"]]
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = optimizer_class(
+            self.params, lr=opt["lr"], betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"]
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.sampler = sampler_from_config(config["datasets"]["train"], self.scale)
+
+        val = config["datasets"]["val"]
+        self.val_folders: list[str] = val["folders"] if val else []
+        self.val_every: int = val["every"] if val else 0
+        self.val_names = val_set_names(self.val_folders)
+        if dist.is_main:
+            for folder in self.val_folders:  # fail now, not at the first validation
+                open_eval_set(folder, self.scale)
+
+        self.iteration = 0
+        self.best_psnr: float | None = None
+        self.best_iteration: int | None = None
+        self.last_val: dict[str, tuple[float, float]] = {}
+        self.saved_iteration: int | None = None
+        self.elapsed = 0.0
+        self.window = [0.0, 0]  # loss sum and count since the last logged row
+        if resume:
+            self._load()
+        self.log = (
+            RunLog(run_dir, self.val_names, self.iteration if resume else None) if dist.is_main else None
+        )
+
+        self.net: nn.Module = self.model
+        if dist.distributed:
+            if self.device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+
+    # ------------------------------------------------------------------------------------ the model
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The model that is validated and saved: the EMA model if there is one."""
+        return self.ema if self.ema is not None else self.model
+
+    @torch.no_grad()
+    def _update_ema(self, step: int) -> None:
+        """``ema ← d·ema + (1 − d)·θ`` with ``d = min(decay, (1 + step) / (10 + step))``; buffers copied."""
+        if self.ema is None or self.ema_decay is None:
+            return
+        decay = min(self.ema_decay, (1 + step) / (10 + step))
+        for ema_param, param in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+            ema_param.lerp_(param.detach(), 1.0 - decay)
+        for ema_buffer, buffer in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+            ema_buffer.copy_(buffer)
+
+    # ------------------------------------------------------------------------------------- one step
+
+    def step(self) -> float:
+        """Run training step ``self.iteration`` and return its loss (averaged over ranks)."""
+        i = self.iteration
+        lr_value = learning_rate(
+            self.config["train"]["optimizer"]["lr"], self.config["train"]["scheduler"], self.iterations, i
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_value
+        _set_progress(self.model, i / self.iterations)
+        lr, hr = self.sampler.batch(self.seed, i, self.batch_size, self.dist.rank, self.dist.world_size)
+        lr, hr = lr.to(self.device, non_blocking=True), hr.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            sr = self.net(lr)
+            loss = (sr.float() - hr).abs().mean()
+            if self.distiller is not None:
+                loss = loss + self.distiller.loss(lr, sr.float())
+        loss_value = float(all_mean(loss.detach(), self.dist))
+        if not math.isfinite(loss_value):
+            raise self._divergence(f"loss is {loss_value}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config["train"]["grad_clip"] is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.config["train"]["grad_clip"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self._update_ema(i)
+        self.iteration = i + 1
+        self.window[0] += loss_value
+        self.window[1] += 1
+        return loss_value
+
+    def _divergence(self, reason: str) -> BinsrError:
+        kept = (
+            f"the last good checkpoint (iteration {self.saved_iteration}) is kept in {self.run_dir}"
+            if self.saved_iteration is not None
+            else "no checkpoint had been saved yet"
+        )
+        return BinsrError(f"training diverged at iteration {self.iteration + 1}: {reason}; {kept}")
+
+    # ------------------------------------------------------------------------------- the whole run
+
+    def run(self) -> TrainResult:
+        """Train from the current iteration to the last one; returns the run's scores."""
+        bar = tqdm(
+            total=self.iterations,
+            initial=self.iteration,
+            file=sys.stderr,
+            unit="it",
+            dynamic_ncols=True,
+            disable=not (self.dist.is_main and self.show_progress),
+        )
+        try:
+            while self.iteration < self.iterations:
+                started = time.perf_counter()
+                loss = self.step()
+                self.elapsed += time.perf_counter() - started
+                maybe_kill("step", self.iteration)
+                self._after_step()
+                postfix = {"loss": f"{loss:.4g}"}
+                if self.last_val:
+                    postfix["psnr"] = f"{self._mean_psnr(self.last_val):.2f}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+        finally:
+            bar.close()
+            if self.log is not None:
+                if self.log.rows:
+                    self.log.plot()
+                self.log.close()
+        return TrainResult(
+            self.run_dir, self.iteration, self.best_psnr, self.best_iteration, self.last_val, self.dist.rank
+        )
+
+    def _after_step(self) -> None:
+        """Logging, validation and checkpointing due after the step that made ``self.iteration``."""
+        it, last = self.iteration, self.iteration == self.iterations
+        logging = self.config["logging"]
+        if self.log is not None and (it % logging["print_every"] == 0 or last):
+            self.log.add(it, self._row())
+            self.window = [0.0, 0]
+        if self.val_folders and (it % self.val_every == 0 or last):
+            self.validate()
+        if it % logging["checkpoint_every"] == 0 or last:
+            self.checkpoint()
+
+    def _row(self) -> dict[str, float]:
+        total, count = self.window
+        return {
+            "loss": total / count if count else float("nan"),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "time": self.elapsed,
+        }
+
+    @staticmethod
+    def _mean_psnr(results: dict[str, tuple[float, float]]) -> float:
+        return sum(psnr for psnr, _ in results.values()) / len(results)
+
+    def validate(self) -> None:
+        """Score the eval model on every validation folder (rank 0), log it and keep the best model."""
+        if self.dist.is_main:
+            model = self.eval_model
+            _set_progress(model, self.iteration / self.iterations)
+            was_training = model.training
+            results = validate_model(model, self.val_folders, self.val_names, self.scale)
+            model.train(was_training)
+            self.last_val = results
+            values = {}
+            for name, (psnr, ssim) in results.items():
+                values.update({f"{name}_psnr": psnr, f"{name}_ssim": ssim})
+            if self.log is not None:
+                self.log.add(self.iteration, values)
+                self.log.plot()
+            scores = ", ".join(f"{name} {psnr:.2f} dB / {ssim:.4f}" for name, (psnr, ssim) in results.items())
+            tqdm.write(f"[{self.iteration}/{self.iterations}] validation: {scores}", file=sys.stderr)
+            mean = self._mean_psnr(results)
+            if self.best_psnr is None or mean > self.best_psnr:
+                self._check_finite()
+                self.best_psnr, self.best_iteration = mean, self.iteration
+                save_model(self.run_dir / BEST_FILE, model, extra=self._model_extra())
+        barrier(self.dist)
+
+    # ------------------------------------------------------------------------------- checkpoints
+
+    def _model_extra(self) -> dict[str, Any]:
+        return {
+            "run": self.config["name"],
+            "iteration": self.iteration,
+            "ema": self.ema is not None,
+            "val_psnr": {name: psnr for name, (psnr, _) in self.last_val.items()},
+        }
+
+    def _check_finite(self) -> None:
+        for name, tensor in self.eval_model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise self._divergence(f"weight {name} is not finite")
+
+    def checkpoint(self) -> None:
+        """Write ``last.safetensors`` and commit the training state (rank 0), then sync the ranks."""
+        if self.dist.is_main:
+            self._check_finite()
+            save_model(self.run_dir / LAST_FILE, self.eval_model, extra=self._model_extra())
+            tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+            if self.ema is not None:
+                tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+            optimizer_tensors, optimizer_info = optimizer_to_flat(self.optimizer, "optimizer")
+            tensors.update(optimizer_tensors)
+            tensors.update(get_rng_state())
+            info = {
+                "iteration": self.iteration,
+                "iterations": self.iterations,
+                "world_size": self.dist.world_size,
+                "optimizer": optimizer_info,
+                "scaler": self.scaler.state_dict() if self.amp else None,
+                "best_psnr": self.best_psnr,
+                "best_iteration": self.best_iteration,
+                "last_val": self.last_val,
+                "elapsed": self.elapsed,
+                "window": self.window,
+            }
+            save_state(self.run_dir, tensors, info)
+            self.saved_iteration = self.iteration
+            maybe_kill("checkpoint", self.iteration)
+        barrier(self.dist)
+
+    def _load(self) -> None:
+        """Restore the committed training state of the run directory (rank 0 repairs it first)."""
+        loaded = None
+        if self.dist.is_main:
+            loaded = load_state(self.run_dir)
+        barrier(self.dist)
+        if not self.dist.is_main:
+            loaded = load_state(self.run_dir)
+        if loaded is None:
+            raise BinsrError(f"cannot resume: {self.run_dir} has no training state ({STATE_JSON})")
+        tensors, info = loaded
+        _load_prefixed(self.model, tensors, "model", self.run_dir)
+        if self.ema is not None:
+            if not any(name.startswith("ema.") for name in tensors):
+                raise BinsrError(
+                    f"cannot resume {self.run_dir} with train.ema set: it was trained without EMA"
+                )
+            _load_prefixed(self.ema, tensors, "ema", self.run_dir)
+        try:
+            optimizer_from_flat(self.optimizer, tensors, info["optimizer"], "optimizer")
+        except (ValueError, KeyError) as error:
+            raise BinsrError(
+                f"cannot resume {self.run_dir}: optimizer state does not fit ({error})"
+            ) from None
+        if self.amp and info.get("scaler"):
+            self.scaler.load_state_dict(info["scaler"])
+        set_rng_state(tensors)
+        self.iteration = int(info["iteration"])
+        self.saved_iteration = self.iteration
+        self.best_psnr, self.best_iteration = info["best_psnr"], info["best_iteration"]
+        self.last_val = {name: (float(p), float(s)) for name, (p, s) in info["last_val"].items()}
+        self.elapsed = float(info["elapsed"])
+        self.window = [float(info["window"][0]), int(info["window"][1])]
+
+
+def _load_prefixed(model: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, run_dir: Path) -> None:
+    """Load the ``prefix.*`` tensors into ``model`` strictly, with a one-line error on mismatch."""
+    state = {name[len(prefix) + 1 :]: t for name, t in tensors.items() if name.startswith(prefix + ".")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        raise BinsrError(
+            f"cannot resume {run_dir}: saved {prefix} weights do not fit the model ({first})"
+        ) from None
+
+
+def validate_model(
+    model: nn.Module, folders: list[str], names: list[str], scale: int
+) -> dict[str, tuple[float, float]]:
+    """Mean ``(psnr, ssim)`` of ``model`` on each folder by the protocol (:func:`binsr.evaluate.evaluate`)."""
+    from binsr.evaluate import evaluate
+    from binsr.inference import ModelUpscaler
+
+    upscaler = ModelUpscaler(model, scale, name="validation model")
+    results = evaluate(upscaler, folders, [scale], progress=False)
+    return {name: (r["psnr"], r["ssim"]) for name, r in zip(names, results, strict=True)}
+
+
+def prepare_run_dir(config: dict[str, Any], run_dir: Path, resume: bool, dist: DistInfo) -> None:
+    """Create a new run directory (refusing to overwrite a run) and write ``config.yaml`` (rank 0)."""
+    if dist.is_main:
+        if not resume and ((run_dir / STATE_JSON).exists() or (run_dir / LAST_FILE).exists()):
+            raise BinsrError(
+                f"run directory {run_dir} already holds a run; continue it with --resume {run_dir} "
+                "or choose another name"
+            )
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise BinsrError(f"cannot create run directory {run_dir}: {error.strerror or error}") from None
+        from binsr.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(run_dir / CONFIG_FILE, dump_config(config).encode("utf-8"))
+    barrier(dist)
+
+
+def train(
+    config: dict[str, Any],
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train as ``config`` says, in ``run_dir`` (default ``<path.runs>/<name>``); see the module doc.
+
+    Joins the ``torchrun`` process group when launched by ``torchrun``. With ``resume`` the run continues
+    from the run directory's last committed state.
+    """
+    run_dir = Path(run_dir) if run_dir is not None else Path(config["path"]["runs"]) / config["name"]
+    dist = init_distributed(device)
+    try:
+        if dist.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        prepare_run_dir(config, run_dir, resume, dist)
+        trainer = Trainer(config, run_dir, resume=resume, dist=dist, progress=progress)
+        return trainer.run()
+    finally:
+        with contextlib.suppress(Exception):
+            cleanup(dist)

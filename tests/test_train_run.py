@@ -1,0 +1,269 @@
+"""``binsr train`` end to end on tiny data: run directory, kill-and-resume exactness, divergence, DDP.
+
+Everything uses a BBCU-L with 8 channels and 1 block on 8x8 LR patches of three synthetic 48x40 images,
+so a run of a dozen iterations takes about a second; the subprocess tests pay mostly for start-up.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from binsr.checkpoint import load_model, save_model
+from binsr.errors import BinsrError
+from binsr.models import create_model
+from binsr.train import dump_config, resolve_config, train
+from binsr.train.data import PatchSampler, load_hr_folders, load_paired
+from binsr.train.distill import match_module_names
+from binsr.train.state import STATE_JSON, STATE_NEXT, STATE_TENSORS, load_state, save_state
+
+ITERATIONS = 12
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``hr/`` with three 48x40 RGB images (one grayscale) and ``val/`` with two."""
+    root = tmp_path_factory.mktemp("train_data")
+    rng = np.random.default_rng(0)
+    for folder, count in (("hr", 3), ("val", 2)):
+        (root / folder).mkdir()
+        for i in range(count):
+            ramp = np.linspace(0, 200, 48)[None, :, None] + np.linspace(0, 50, 40)[:, None, None]
+            img = (ramp + rng.integers(0, 56, (40, 48, 3))).clip(0, 255).astype(np.uint8)
+            Image.fromarray(img[..., 0] if i == 2 else img).save(root / folder / f"{i}.png")
+    return root
+
+
+def raw_config(data_dir: Path, runs: Path, **train_keys: object) -> dict:
+    """A tiny x2 run with EMA, validation every 4 and checkpoints every 4 iterations."""
+    train_section = {"iterations": ITERATIONS, "optimizer": {"lr": 1e-3}, "ema": 0.9, **train_keys}
+    return {
+        "name": "tiny",
+        "scale": 2,
+        "seed": 3,
+        "datasets": {
+            "train": {"hr_folders": [str(data_dir / "hr")], "patch_size": 8, "batch_size": 4},
+            "val": {"folders": [str(data_dir / "val")], "every": 4},
+        },
+        "network": {"name": "bbcu_l", "n_feats": 8, "n_blocks": 1},
+        "train": train_section,
+        "path": {"runs": str(runs)},
+        "logging": {"print_every": 2, "checkpoint_every": 4},
+    }
+
+
+def write_config(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def run_cli(
+    args: list[str], env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """``python -m binsr ARGS`` with the thread count of this process (for bit-identical CPU maths)."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "binsr", *args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
+
+
+def tensors_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def full_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run of ``ITERATIONS`` iterations (in this process)."""
+    runs = tmp_path_factory.mktemp("runs")
+    result = train(resolve_config(raw_config(data_dir, runs)), progress=False)
+    assert result.iteration == ITERATIONS
+    return runs / "tiny"
+
+
+def test_run_directory_holds_config_metrics_plot_and_checkpoints(full_run: Path) -> None:
+    names = {p.name for p in full_run.iterdir()}
+    expected = {"config.yaml", "metrics.csv", "curves.png", "best.safetensors", "last.safetensors"}
+    assert expected | {STATE_TENSORS, STATE_JSON} <= names
+    assert not any(name.endswith(".tmp") for name in names) and STATE_NEXT not in names
+
+    with (full_run / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["iteration"]) for r in rows] == list(range(2, ITERATIONS + 1, 2))
+    assert list(rows[0]) == ["iteration", "loss", "lr", "time", "val_psnr", "val_ssim"]
+    validated = [int(r["iteration"]) for r in rows if r["val_psnr"]]
+    assert validated == [4, 8, 12]
+    assert all(float(r["loss"]) > 0 for r in rows)
+
+    config = yaml.safe_load((full_run / "config.yaml").read_text())
+    assert resolve_config(config) == config and config["train"]["ema"] == 0.9
+    assert (full_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # last.safetensors is the EMA model; the raw weights and optimizer live in the state.
+    last = load_model(full_run / "last.safetensors")
+    state, info = load_state(full_run)
+    assert info["iteration"] == ITERATIONS and info["best_iteration"] in validated
+    ema = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
+    assert tensors_equal(ema, last.state_dict())
+    assert any(k.startswith("optimizer.") for k in state) and "rng.cpu" in state
+    best = load_model(full_run / "best.safetensors")
+    assert best.config == last.config and best.config["kwargs"]["n_feats"] == 8
+
+
+def test_starting_over_an_existing_run_is_refused(full_run: Path) -> None:
+    config = yaml.safe_load((full_run / "config.yaml").read_text())
+    with pytest.raises(BinsrError, match="already holds a run; continue it with --resume"):
+        train(config, full_run, progress=False)
+
+
+@pytest.mark.parametrize("kill_at", ["step@6", "state-json@8"])
+def test_killed_run_resumes_bit_identically(
+    kill_at: str, data_dir: Path, full_run: Path, tmp_path: Path
+) -> None:
+    """SIGKILL mid-interval (``step@6``) or between the state's JSON commit and the tensor rename."""
+    config_path = write_config(tmp_path / "tiny.yaml", raw_config(data_dir, tmp_path / "runs"))
+    killed = run_cli(["train", str(config_path), "--no-progress"], env={"BINSR_TEST_KILL": kill_at})
+    assert killed.returncode == -9, killed.stderr
+    run_dir = tmp_path / "runs" / "tiny"
+    resumed = run_cli(["train", "--resume", str(run_dir)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"trained {ITERATIONS} iterations" in resumed.stdout
+    assert "it/s" in resumed.stderr and "loss=" in resumed.stderr and "psnr=" in resumed.stderr  # tqdm bar
+
+    for name in ("last.safetensors", "best.safetensors", STATE_TENSORS):
+        assert tensors_equal(load_file(full_run / name), load_file(run_dir / name)), name
+    with (full_run / "metrics.csv").open() as a, (run_dir / "metrics.csv").open() as b:
+        rows_a, rows_b = list(csv.DictReader(a)), list(csv.DictReader(b))
+    assert [{k: v for k, v in r.items() if k != "time"} for r in rows_a] == [
+        {k: v for k, v in r.items() if k != "time"} for r in rows_b
+    ]
+
+
+def test_state_commit_survives_a_crash_in_each_phase(tmp_path: Path) -> None:
+    old = {"w": torch.zeros(3)}
+    save_state(tmp_path, old, {"iteration": 1})
+    # Crash after phase 1: a new tensor file that no JSON names is discarded.
+    (tmp_path / STATE_NEXT).write_bytes(b"half-written garbage")
+    tensors, info = load_state(tmp_path)
+    assert info["iteration"] == 1 and torch.equal(tensors["w"], old["w"])
+    assert not (tmp_path / STATE_NEXT).exists()
+    # Crash after phase 2: the JSON names the new file, which is then moved into place.
+    save_state(tmp_path, {"w": torch.ones(3)}, {"iteration": 2})
+    (tmp_path / STATE_TENSORS).rename(tmp_path / STATE_NEXT)
+    save_state_json = json.loads((tmp_path / STATE_JSON).read_text())
+    (tmp_path / STATE_TENSORS).write_bytes(b"stale")
+    tensors, info = load_state(tmp_path)
+    assert info == save_state_json and torch.equal(tensors["w"], torch.ones(3))
+    assert (tmp_path / STATE_TENSORS).is_file() and not (tmp_path / STATE_NEXT).exists()
+    # A tensor file that does not match its JSON is refused, not silently used.
+    (tmp_path / STATE_TENSORS).write_bytes(b"corrupt")
+    with pytest.raises(BinsrError, match="incomplete"):
+        load_state(tmp_path)
+
+
+def test_diverging_run_stops_and_keeps_its_last_good_checkpoint(data_dir: Path, tmp_path: Path) -> None:
+    raw = raw_config(data_dir, tmp_path, optimizer={"lr": 1e30}, ema=None)
+    raw["logging"]["checkpoint_every"] = 1
+    with pytest.raises(BinsrError, match=r"training diverged at iteration \d+: loss is (nan|inf)") as info:
+        train(resolve_config(raw), progress=False)
+    assert "\n" not in str(info.value) and "last good checkpoint (iteration" in str(info.value)
+    _, state = load_state(tmp_path / "tiny")
+    assert f"(iteration {state['iteration']})" in str(info.value)
+    model = load_model(tmp_path / "tiny" / "last.safetensors")  # refuses non-finite weights
+    assert all(torch.isfinite(t).all() for t in model.state_dict().values())
+
+
+def test_batches_are_pure_functions_of_seed_and_iteration(data_dir: Path) -> None:
+    sampler = PatchSampler(load_hr_folders([data_dir / "hr"], 2), scale=2, patch_size=8)
+    lr, hr = sampler.batch(seed=1, iteration=5, batch_size=4)
+    assert lr.shape == (4, 3, 8, 8) and hr.shape == (4, 3, 16, 16) and lr.dtype == torch.float32
+    again = sampler.batch(seed=1, iteration=5, batch_size=4)
+    assert torch.equal(lr, again[0]) and torch.equal(hr, again[1])
+    assert not torch.equal(lr, sampler.batch(seed=1, iteration=6, batch_size=4)[0])
+    halves = [sampler.batch(1, 5, 4, rank=r, world_size=2) for r in range(2)]
+    assert torch.equal(torch.cat([h[0] for h in halves]), lr) and torch.equal(
+        torch.cat([h[1] for h in halves]), hr
+    )
+    # LR patches are the protocol's bicubic downscale of the HR patches (up to border effects).
+    centre = slice(2, 6)
+    down = torch.nn.functional.avg_pool2d(hr, 2)[..., centre, centre]
+    assert (down - lr[..., centre, centre]).abs().mean() < 0.05
+
+
+def test_paired_folders_match_generated_lr(data_dir: Path, tmp_path: Path) -> None:
+    generated = load_hr_folders([data_dir / "hr"], 2)
+    (tmp_path / "lr").mkdir()
+    for pair in generated:
+        gray = bool((pair.lr == pair.lr[..., :1]).all())  # keep the gray image gray, as its HR
+        Image.fromarray(pair.lr[..., 0] if gray else pair.lr).save(
+            tmp_path / "lr" / f"{Path(pair.name).stem}x2.png"
+        )
+    paired = load_paired(data_dir / "hr", tmp_path / "lr", 2)
+    assert [p.name for p in paired] == [p.name for p in generated]
+    assert all(
+        np.array_equal(a.lr, b.lr) and np.array_equal(a.hr, b.hr)
+        for a, b in zip(paired, generated, strict=True)
+    )
+    (tmp_path / "lr" / "0x2.png").unlink()
+    with pytest.raises(BinsrError, match="no LR image for"):
+        load_paired(data_dir / "hr", tmp_path / "lr", 2)
+
+
+def test_distillation_hooks_modules_present_in_both_networks(data_dir: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    teacher = create_model("bbcu_l", scale=2, binary=False, n_feats=8, n_blocks=1)
+    save_model(tmp_path / "teacher.safetensors", teacher)
+    assert match_module_names(teacher, ["body.*"]) == ["body.0"]
+    distill = {"teacher": str(tmp_path / "teacher.safetensors"), "output_weight": 1.0, "feature_weight": 0.5}
+    raw = raw_config(data_dir, tmp_path / "runs", iterations=2, distill=distill)
+    result = train(resolve_config(raw), progress=False)
+    assert result.iteration == 2
+    raw["train"]["distill"]["features"] = ["no_such_module"]
+    raw["name"] = "other"
+    with pytest.raises(BinsrError, match="matches no module present in both"):
+        train(resolve_config(raw), progress=False)
+
+
+def test_two_process_gloo_ddp_matches_one_process(data_dir: Path, tmp_path: Path) -> None:
+    """``torchrun --nproc_per_node 2`` on CPU (gloo) equals one process with the same global batch."""
+    raw = raw_config(data_dir, tmp_path / "runs", iterations=4, ema=None)
+    raw["datasets"]["val"] = None
+    raw["network"]["binary"] = False  # a full-precision net: float noise cannot flip a sign
+    single = train(resolve_config({**raw, "name": "single"}), progress=False)
+    config_path = write_config(tmp_path / "ddp.yaml", {**raw, "name": "ddp"})
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "binsr"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, *launcher, "train", str(config_path), "--no-progress", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained 4 iterations") == 1  # only rank 0 reports
+    a = load_file(single.run_dir / "last.safetensors")
+    b = load_file(tmp_path / "runs" / "ddp" / "last.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
+    assert {p.name for p in (tmp_path / "runs" / "ddp").iterdir()} >= {
+        "config.yaml",
+        "metrics.csv",
+        "last.safetensors",
+    }
+
+
+def test_config_is_saved_resolved_and_reloadable(data_dir: Path, tmp_path: Path) -> None:
+    config = resolve_config(raw_config(data_dir, tmp_path))
+    assert yaml.safe_load(dump_config(config)) == config
