@@ -308,6 +308,11 @@ def _is_shipped_name(spec: str) -> bool:
     return spec in SHIPPED_ALIASES or spec in shipped_models()
 
 
+def is_packed_spec(spec: str) -> bool:
+    """Whether a ``--model`` value names an exported ``.binsr`` file (see :mod:`binsr.engine.export`)."""
+    return spec.lower().endswith(".binsr")
+
+
 def is_checkpoint_spec(spec: str) -> bool:
     """Whether a ``--model`` value names a file (a checkpoint suffix, a folder separator, or a file)."""
     from binsr.models import list_models
@@ -319,6 +324,10 @@ def is_checkpoint_spec(spec: str) -> bool:
 
 def spec_scale(spec: str) -> int | None:
     """The scale a spec implies on its own: a checkpoint's, a shipped model's default; else ``None``."""
+    if is_packed_spec(spec):
+        from binsr.engine.export import read_packed
+
+        return int(read_packed(spec)[0]["scale"])
     if is_checkpoint_spec(spec):
         return int(read_model_header(spec)["scale"])
     if _is_shipped_name(spec):
@@ -341,6 +350,10 @@ def load_upscaler(
     """
     from binsr.models import list_models
 
+    if is_packed_spec(spec):  # an exported .binsr file runs on the packed CPU engine
+        from binsr.engine.runtime import load_packed_upscaler
+
+        return load_packed_upscaler(spec, scale, tile=tile, overlap=overlap, progress=progress)
     if is_checkpoint_spec(spec):
         path = Path(spec)
     elif _is_shipped_name(spec):

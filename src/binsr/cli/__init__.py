@@ -13,7 +13,7 @@ import sys
 
 from binsr.errors import BinsrError
 
-COMMAND_MODULES: tuple[str, ...] = ("eval", "upscale", "compare", "train", "summary")
+COMMAND_MODULES: tuple[str, ...] = ("eval", "upscale", "compare", "train", "summary", "bench", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
