@@ -132,3 +132,17 @@ def test_cli_refuses_bad_checkpoints_without_traceback(
             run = subprocess.run([*LAUNCHER, *argv], capture_output=True, text=True, timeout=60)
             assert run.returncode == 2 and run.stderr == err, (name, run.stderr)
     assert not (tmp_path / "o.png").exists()
+
+
+def test_safetensors_whose_length_starts_with_0x80_is_not_mistaken_for_a_pickle(tmp_path: Path) -> None:
+    # A safetensors file begins with its header length (8 bytes, little endian): a length of 128 mod 256
+    # makes the first byte 0x80, the same as a pickle's. Such a file must still load.
+    path = tmp_path / "x.safetensors"
+    for pad in range(0, 300):
+        save_safetensors_atomic(path, {"w": torch.zeros(2)}, {"note": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    else:
+        pytest.fail("no header length with a leading 0x80 byte was produced")
+    tensors, metadata = load_safetensors(path)
+    assert torch.equal(tensors["w"], torch.zeros(2)) and metadata["note"].startswith("x")

@@ -24,11 +24,9 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from safetensors.torch import save as _safetensors_save
 from torch import nn
 
 from binsr.errors import BinsrError
+from binsr.fileio import atomic_write_bytes
 
 FORMAT = "binsr-model"
 VERSION = 1
@@ -51,44 +50,6 @@ PathLike = str | os.PathLike[str]
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar")
 _MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, ``os.replace``.
-
-    Readers see either the old file or the complete new one, never a partial write. The parent folder
-    must exist.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise BinsrError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Persist a rename on POSIX file systems (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_safetensors_atomic(
@@ -140,13 +101,16 @@ def _read_header(path: PathLike) -> tuple[Path, dict[str, Any]]:
         with path.open("rb") as handle:
             file_size = os.fstat(handle.fileno()).st_size
             prefix = handle.read(8)
-            if prefix.startswith(_ZIP_MAGIC) or prefix[:1] == b"\x80":
-                raise BinsrError(f"refusing to load pickle checkpoint {path} (binsr only loads safetensors)")
             size = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else -1
             valid_size = 0 <= size <= min(file_size - 8, _MAX_HEADER_BYTES)
             raw = handle.read(size) if valid_size else b""
     except OSError as error:
         raise BinsrError(f"cannot read checkpoint {path}: {error.strerror or error}") from None
+    # A safetensors header is a JSON object right after its 8-byte length; a pickle starts with 0x80
+    # (protocol 2+) and a torch.save zip with "PK". The length's first byte can be 0x80 too, so the
+    # pickle test applies only to files whose header is not JSON.
+    if not raw.lstrip().startswith(b"{") and (prefix.startswith(_ZIP_MAGIC) or prefix[:1] == b"\x80"):
+        raise BinsrError(f"refusing to load pickle checkpoint {path} (binsr only loads safetensors)")
     try:
         if not valid_size:
             raise ValueError("truncated or garbage header")

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from binsr.checkpoint import atomic_write_bytes
 from binsr.data.imresize import bicubic_downscale_uint8
 from binsr.data.io import modcrop, read_image
 from binsr.errors import BinsrError
+from binsr.fileio import atomic_write_bytes
 from binsr.metrics import score_sr
 
 DEFAULT_MODELS = "bicubic,default-fp,default"

@@ -18,8 +18,8 @@ Conventions (the same everywhere in binsr):
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from binsr.errors import BinsrError
+from binsr.fileio import atomic_write_bytes
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -135,20 +136,13 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     fmt = Image.registered_extensions().get(suffix)
     if suffix not in IMAGE_SUFFIXES or fmt is None:
         raise BinsrError(f"cannot write image {path}: unsupported suffix {path.suffix!r}")
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format=fmt)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+        atomic_write_bytes(path, buffer.getvalue())
     except OSError as error:
         raise BinsrError(f"cannot write image {path}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            Image.fromarray(np.ascontiguousarray(array)).save(handle, format=fmt)
-        os.replace(tmp_name, path)
-    except BaseException as error:
-        Path(tmp_name).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise BinsrError(f"cannot write image {path}: {error.strerror or error}") from None
-        raise
     return path
 
 

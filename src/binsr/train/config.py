@@ -140,6 +140,7 @@ SCHEMA = Section(
                     nullable=True,
                 ),
                 "amp": Field("bool", False),
+                "init_from": Field("path", None, nullable=True),
             }
         ),
         "path": Section({"runs": Field("path", "runs")}),

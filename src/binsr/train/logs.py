@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from binsr.checkpoint import atomic_write_bytes
+from binsr.fileio import atomic_write_bytes
 
 __all__ = ["METRICS_CSV", "PLOT_FILE", "RunLog"]
 

@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from binsr.checkpoint import save_model
+from binsr.checkpoint import load_safetensors, save_model
 from binsr.data.datasets import open_eval_set
 from binsr.errors import BinsrError
 from binsr.models import create_model
@@ -123,6 +123,8 @@ class Trainer:
         torch.manual_seed(self.seed)
         network = config["network"]
         self.model = create_model(network["name"], scale=self.scale, **model_kwargs(network)).to(self.device)
+        if train["init_from"] is not None:
+            initialise_from(self.model, Path(train["init_from"]))
         self.model.train()
         # The EMA copy is made before the distiller hooks the student, so it carries no hooks.
         self.ema_decay: float | None = train["ema"]
@@ -402,6 +404,23 @@ def _load_prefixed(model: nn.Module, tensors: dict[str, torch.Tensor], prefix: s
         ) from None
 
 
+def initialise_from(model: nn.Module, path: Path) -> list[str]:
+    """Copy into ``model`` every tensor of the binsr model file ``path`` whose name and shape match.
+
+    The rest keep their fresh initialisation, so a x2 model can start from a trained x4 model of the
+    same family (BasicSR's ``pretrain_network_g`` with ``strict_load_g: false``): the second x2
+    upsampling stage of the x4 model has no counterpart and is left out. Returns the names of the
+    model's tensors that were *not* initialised from the file; refuses a file that matches nothing.
+    """
+    tensors, _ = load_safetensors(path)
+    state = model.state_dict()
+    matched = {k: v for k, v in tensors.items() if k in state and tuple(v.shape) == tuple(state[k].shape)}
+    if not matched:
+        raise BinsrError(f"config key train.init_from: no tensor of {path} matches the model")
+    model.load_state_dict(matched, strict=False)
+    return sorted(set(state) - set(matched))
+
+
 def validate_model(
     model: nn.Module, folders: list[str], names: list[str], scale: int
 ) -> dict[str, tuple[float, float]]:
@@ -426,7 +445,7 @@ def prepare_run_dir(config: dict[str, Any], run_dir: Path, resume: bool, dist: D
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise BinsrError(f"cannot create run directory {run_dir}: {error.strerror or error}") from None
-        from binsr.checkpoint import atomic_write_bytes
+        from binsr.fileio import atomic_write_bytes
 
         atomic_write_bytes(run_dir / CONFIG_FILE, dump_config(config).encode("utf-8"))
     barrier(dist)

@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
-from binsr.checkpoint import atomic_write_bytes, load_safetensors, save_safetensors_atomic
+from binsr.checkpoint import load_safetensors, save_safetensors_atomic
 from binsr.errors import BinsrError
+from binsr.fileio import atomic_write_bytes
 
 __all__ = [
     "STATE_JSON",
