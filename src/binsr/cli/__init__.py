@@ -13,7 +13,16 @@ import sys
 
 from binsr.errors import BinsrError
 
-COMMAND_MODULES: tuple[str, ...] = ("eval", "upscale", "compare", "train", "summary", "bench", "export")
+COMMAND_MODULES: tuple[str, ...] = (
+    "eval",
+    "upscale",
+    "compare",
+    "train",
+    "summary",
+    "bench",
+    "export",
+    "study",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

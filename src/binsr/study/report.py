@@ -1,0 +1,423 @@
+"""``RESULTS.md`` and its figures, generated from ``study.json`` alone (no hand-typed numbers).
+
+For every (track, scale) the report has one table row per (model, variant, precision, iterations):
+mean ± sample standard deviation (n − 1) over seeds of PSNR / SSIM on each evaluation set, the gap to the
+full-precision twin (binary − twin PSNR, paired by seed, mean over the seeds both have; the twin is the
+record with the same model, variant, track, scale, seed and iterations and ``binary: false``), OPs (G)
+and params (K) by BBCU's convention. Below it: the best ``ours`` variant against its twin and against
+``bbcu_l``, and the plateau check (twins trained longer: Set5 gain of the longer run). Figures (PNG,
+matplotlib Agg) go to ``results/`` next to the report: PSNR against OPs and validation curves (from
+the curves each record carries). Everything is sorted, so the same ``study.json`` gives the same files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from binsr.errors import BinsrError
+from binsr.fileio import atomic_write_bytes
+
+__all__ = ["FIGURES_DIR", "load_results", "render_report", "write_report"]
+
+FIGURES_DIR = "results"
+"""Folder, next to the report, that receives the figures."""
+SET_ORDER = ("Set5", "Set14", "BSD100", "B100", "Urban100", "Manga109")
+PLATEAU_DB = 0.1
+"""A twin has plateaued when training it ``factor`` x longer raises Set5 PSNR by less than this."""
+TARGET_GAP_DB = 0.05
+"""The study's goal: the best binary variant loses at most this much to its twin on every set."""
+GROUP_KEYS = ("track", "scale", "model", "variant", "binary", "iterations")
+
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "variant": (str,),
+    "binary": (bool,),
+    "track": (str,),
+    "scale": (int,),
+    "seed": (int,),
+    "iterations": (int,),
+    "checkpoint": (str,),
+    "ops": (int, float),
+    "params": (int, float),
+    "scores": (dict,),
+}
+
+
+# ------------------------------------------------------------------------------------- loading
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Read and check ``study.json``: ``{"runs": [record, ...]}`` (see :mod:`binsr.study`)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "study.json"
+    if not path.is_file():
+        raise BinsrError(f"study results not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BinsrError(f"cannot read study results {path}: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        raise BinsrError(f'study results {path} must hold {{"runs": [...]}}')
+    for index, record in enumerate(data["runs"]):
+        where = f"study results {path}: runs[{index}]"
+        if not isinstance(record, dict):
+            raise BinsrError(f"{where} must be an object")
+        for key, types in _FIELDS.items():
+            if not _is(record.get(key), types):
+                raise BinsrError(f"{where}.{key} must be {' or '.join(t.__name__ for t in types)}")
+        for name, score in record["scores"].items():
+            if not isinstance(score, dict) or not all(
+                _is(score.get(m), (int, float)) for m in ("psnr", "ssim")
+            ):
+                raise BinsrError(f'{where}.scores.{name} must be {{"psnr": number, "ssim": number}}')
+    return data
+
+
+# ----------------------------------------------------------------------------------- statistics
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (``None`` for a single value)."""
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _set_names(records: Sequence[dict[str, Any]]) -> list[str]:
+    names = {name for record in records for name in record["scores"]}
+    known = [name for name in SET_ORDER if name in names]
+    return known + sorted(names - set(known))
+
+
+def _groups(records: Sequence[dict[str, Any]]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    """Records grouped by (track, scale, model, variant, binary, iterations); each group sorted by seed."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(tuple(record[k] for k in GROUP_KEYS), []).append(record)
+    for members in groups.values():
+        members.sort(key=lambda r: r["seed"])
+    return groups
+
+
+def _group_order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    track, scale, model, variant, binary, iterations = key
+    return (track, scale, model, variant, not binary, iterations)
+
+
+def _scores(members: Sequence[dict[str, Any]], name: str, metric: str) -> list[float]:
+    return [float(r["scores"][name][metric]) for r in members if name in r["scores"]]
+
+
+def twin_gap(
+    binary: Sequence[dict[str, Any]], twin: Sequence[dict[str, Any]], name: str
+) -> tuple[float | None, int]:
+    """Mean over common seeds of binary − twin PSNR on set ``name``, and the number of seeds used."""
+    twin_by_seed = {r["seed"]: r for r in twin if name in r["scores"]}
+    gaps = [
+        float(r["scores"][name]["psnr"]) - float(twin_by_seed[r["seed"]]["scores"][name]["psnr"])
+        for r in binary
+        if r["seed"] in twin_by_seed and name in r["scores"]
+    ]
+    return (statistics.fmean(gaps), len(gaps)) if gaps else (None, 0)
+
+
+# ------------------------------------------------------------------------------------ formatting
+
+
+def _fmt(values: Sequence[float], digits: int) -> str:
+    if not values:
+        return "–"
+    mean, std = _mean_std(values)
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _fmt_gap(gap: float | None) -> str:
+    return "–" if gap is None else f"{gap:+.3f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _slug(track: str, scale: int) -> str:
+    return f"{track}_x{scale}"
+
+
+def render_report(
+    records: Sequence[dict[str, Any]], source: str, figures: dict[tuple[str, int], list[tuple[str, str]]]
+) -> str:
+    """The Markdown text of the report (``figures``: (track, scale) → [(title, relative path)])."""
+    groups = _groups(records)
+    sets = _set_names(records)
+    lines = [
+        "# Results of the binarization study",
+        "",
+        f"Generated by `binsr study report` from `{source}` ({len(records)} records); do not edit by hand,",
+        "rerun the command. PSNR / SSIM on the Y channel (MATLAB protocol, docs/PROTOCOL.md) of each run's",
+        "final (EMA) checkpoint: mean ± sample standard deviation over seeds. Δ = binary − full-precision",
+        "twin PSNR in dB (same model, variant, track, scale, seed and iterations), mean over seeds.",
+        "OPs = FP MACs + binary MACs / 64 and params = FP + binary / 32 (BBCU's convention), 320×180 input.",
+    ]
+    for track, scale in sorted({(k[0], k[1]) for k in groups}):
+        keys = sorted((k for k in groups if k[0] == track and k[1] == scale), key=_group_order)
+        lines += ["", f"## Track `{track}`, x{scale}", ""]
+        seconds = sum(float(r.get("train_seconds") or 0.0) for k in keys for r in groups[k])
+        runs = len({r.get("run", r["checkpoint"]) for k in keys for r in groups[k]})
+        lines.append(f"{runs} training runs, {seconds / 3600:.1f} h of training in all.")
+        for title, link in figures.get((track, scale), []):
+            lines += ["", f"![{title}]({link})"]
+        header = ["model", "variant", "bits", "iterations", "seeds"]
+        header += [f"{name} PSNR / SSIM" for name in sets] + [f"Δ {name}" for name in sets]
+        header += ["OPs (G)", "params (K)"]
+        rows = []
+        for key in keys:
+            _, _, model, variant, binary, iterations = key
+            members = groups[key]
+            twin = groups.get((track, scale, model, variant, False, iterations), []) if binary else []
+            row = [model, variant, "1" if binary else "32", str(iterations), str(len(members))]
+            row += [
+                f"{_fmt(_scores(members, n, 'psnr'), 2)} / {_fmt(_scores(members, n, 'ssim'), 4)}"
+                for n in sets
+            ]
+            row += [_fmt_gap(twin_gap(members, twin, n)[0]) if binary else "" for n in sets]
+            row += [
+                f"{statistics.fmean(float(r['ops']) for r in members) / 1e9:.2f}",
+                f"{statistics.fmean(float(r['params']) for r in members) / 1e3:.1f}",
+            ]
+            rows.append(row)
+        lines += ["", *_table(header, rows)]
+        lines += _best_ours(groups, keys, sets)
+        lines += _plateau(groups, keys)
+    return "\n".join(lines) + "\n"
+
+
+def _best_ours(
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tuple[Any, ...]], sets: list[str]
+) -> list[str]:
+    """The ``ours`` variant with the smallest mean loss to its twin, against the target and ``bbcu_l``."""
+    candidates = []
+    for key in keys:
+        track, scale, model, variant, binary, iterations = key
+        if model != "ours" or not binary:
+            continue
+        twin = groups.get((track, scale, model, variant, False, iterations), [])
+        gaps = [twin_gap(groups[key], twin, name)[0] for name in sets]
+        if all(gap is not None for gap in gaps):
+            candidates.append((statistics.fmean(gaps), key, gaps))  # type: ignore[arg-type]
+    if not candidates:
+        return []
+    _, key, gaps = max(candidates, key=lambda c: (c[0], c[1][3]))
+    track, scale, _, variant, _, iterations = key
+    met = all(gap >= -TARGET_GAP_DB for gap in gaps)
+    detail = ", ".join(f"{name} {gap:+.3f} dB" for name, gap in zip(sets, gaps, strict=True))
+    lines = [
+        "",
+        f"Best `ours` variant: **{variant}** ({iterations} iterations): Δ to its twin {detail} "
+        f"(target ≥ −{TARGET_GAP_DB} dB on every set: {'met' if met else 'not met'}).",
+    ]
+    reference = groups.get((track, scale, "bbcu_l", "base", True, iterations))
+    if reference:
+        diffs = []
+        for name in sets:
+            ours, ref = _scores(groups[key], name, "psnr"), _scores(reference, name, "psnr")
+            if ours and ref:
+                diffs.append(statistics.fmean(ours) - statistics.fmean(ref))
+        if diffs:
+            lines.append(
+                f"Against `bbcu_l` on the same budget: {statistics.fmean(diffs):+.3f} dB PSNR "
+                "on average over the sets."
+            )
+    return lines
+
+
+def _plateau(groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tuple[Any, ...]]) -> list[str]:
+    """The plateau check: full-precision runs at several iteration counts, Set5 gain of the longest."""
+    by_network: dict[tuple[Any, ...], dict[int, list[dict[str, Any]]]] = {}
+    for key in keys:
+        _, _, model, variant, binary, iterations = key
+        if not binary:
+            by_network.setdefault((model, variant), {})[iterations] = groups[key]
+    merged: dict[tuple[Any, ...], list[str]] = {}
+    values: dict[tuple[Any, ...], tuple[int, int, float, float, int]] = {}
+    for (model, variant), runs in sorted(by_network.items()):
+        if len(runs) < 2:
+            continue
+        short_n, long_n = min(runs), max(runs)
+        long_by_seed = {r["seed"]: r for r in runs[long_n] if "Set5" in r["scores"]}
+        pairs = [
+            (r, long_by_seed[r["seed"]])
+            for r in runs[short_n]
+            if r["seed"] in long_by_seed and "Set5" in r["scores"]
+        ]
+        if not pairs:
+            continue
+        identity = (short_n, long_n, tuple(sorted((a["checkpoint"], b["checkpoint"]) for a, b in pairs)))
+        merged.setdefault(identity, []).append(f"{model}/{variant}")
+        short = statistics.fmean(float(a["scores"]["Set5"]["psnr"]) for a, _ in pairs)
+        long = statistics.fmean(float(b["scores"]["Set5"]["psnr"]) for _, b in pairs)
+        values[identity] = (short_n, long_n, short, long, len(pairs))
+    if not merged:
+        return []
+    rows = []
+    for identity, names in sorted(merged.items(), key=lambda item: (item[1][0], item[0][:2])):
+        short_n, long_n, short, long, seeds = values[identity]
+        gain = long - short
+        rows.append(
+            [
+                ", ".join(names),
+                str(seeds),
+                f"{short:.2f} ({short_n})",
+                f"{long:.2f} ({long_n})",
+                f"{gain:+.3f}",
+                "yes" if gain < PLATEAU_DB else "no",
+            ]
+        )
+    header = [
+        "twin (model/variant)",
+        "seeds",
+        "Set5 PSNR (iterations)",
+        "Set5 PSNR, longer",
+        "gain",
+        f"plateaued (< {PLATEAU_DB} dB)",
+    ]
+    return ["", "Plateau check of the full-precision twins:", "", *_table(header, rows)]
+
+
+# -------------------------------------------------------------------------------------- figures
+
+
+def _save(figure: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _figures(
+    records: Sequence[dict[str, Any]], folder: Path, link_prefix: str
+) -> dict[tuple[str, int], list[tuple[str, str]]]:
+    """Write the PSNR-vs-OPs and curve figures of every (track, scale); returns their links."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    groups = _groups(records)
+    sets = _set_names(records)
+    main_set = sets[0] if sets else "Set5"
+    folder.mkdir(parents=True, exist_ok=True)
+    links: dict[tuple[str, int], list[tuple[str, str]]] = {}
+    for track, scale in sorted({(k[0], k[1]) for k in groups}):
+        keys = sorted((k for k in groups if k[0] == track and k[1] == scale), key=_group_order)
+        slug = _slug(track, scale)
+
+        figure = Figure(figsize=(8, 5.5), dpi=100)
+        ax = figure.subplots()
+        for binary in (True, False):
+            points = []
+            for key in keys:
+                if key[4] is not binary:
+                    continue
+                psnr = _scores(groups[key], main_set, "psnr")
+                if psnr:
+                    ops = statistics.fmean(float(r["ops"]) for r in groups[key]) / 1e9
+                    points.append((ops, statistics.fmean(psnr), f"{key[2]}/{key[3]}"))
+            if not points:
+                continue
+            xs, ys, _ = zip(*points, strict=True)
+            style = {"marker": "o"} if binary else {"marker": "s", "facecolors": "none", "edgecolors": "C1"}
+            ax.scatter(xs, ys, label="binary" if binary else "full precision", **style)
+            if binary:
+                for x, y, name in points:
+                    ax.annotate(name, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        ax.set_xscale("log")
+        plain = FuncFormatter(lambda value, _: f"{value:g}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.set(
+            xlabel="OPs (G, 320×180 input)",
+            ylabel=f"{main_set} PSNR (dB)",
+            title=f"{track} x{scale}: PSNR vs OPs",
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+        figure.tight_layout()
+        name = f"psnr_ops_{slug}.png"
+        _save(figure, folder / name)
+        links.setdefault((track, scale), []).append(
+            (f"{track} x{scale}: PSNR vs OPs", f"{link_prefix}/{name}")
+        )
+
+        models = sorted({k[2] for k in keys})
+        columns = min(3, len(models))
+        rows = math.ceil(len(models) / columns)
+        figure = Figure(figsize=(5 * columns, 3.6 * rows), dpi=100)
+        axes = figure.subplots(rows, columns, squeeze=False)
+        for index, model in enumerate(models):
+            ax = axes[index // columns][index % columns]
+            variants = sorted({k[3] for k in keys if k[2] == model})
+            for v_index, variant in enumerate(variants):
+                for key in keys:
+                    if key[2] != model or key[3] != variant:
+                        continue
+                    record = groups[key][0]  # the smallest seed
+                    curve = record.get("curve") or {}
+                    points = [
+                        (it, p)
+                        for it, p in zip(curve.get("iteration", []), curve.get("psnr", []), strict=False)
+                        if p is not None
+                    ]
+                    if not points:
+                        continue
+                    label = f"{variant} {'bin' if key[4] else 'fp'} {key[5]}"
+                    ax.plot(
+                        *zip(*points, strict=True),
+                        lw=1,
+                        ls="-" if key[4] else "--",
+                        color=f"C{v_index % 10}",
+                        label=label,
+                    )
+            ax.set(title=model, xlabel="iteration", ylabel="validation PSNR (dB)")
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=5, loc="lower right")
+        for index in range(len(models), rows * columns):
+            axes[index // columns][index % columns].set_visible(False)
+        figure.suptitle(f"{track} x{scale}: validation curves (smallest seed; dashed = full precision)")
+        figure.tight_layout()
+        name = f"curves_{slug}.png"
+        _save(figure, folder / name)
+        links[(track, scale)].append((f"{track} x{scale}: validation curves", f"{link_prefix}/{name}"))
+    return links
+
+
+def write_report(results: str | Path, report: str | Path) -> list[Path]:
+    """Regenerate ``report`` (Markdown) and its figures in ``<report folder>/results/`` from ``results``.
+
+    Returns the written files.
+    """
+    results, report = Path(results), Path(report)
+    if results.is_dir():
+        results = results / "study.json"
+    records = load_results(results)["runs"]
+    report.parent.mkdir(parents=True, exist_ok=True)
+    folder = report.parent / FIGURES_DIR
+    figures = _figures(records, folder, FIGURES_DIR) if records else {}
+    source = os.path.relpath(results, report.parent).replace(os.sep, "/")
+    atomic_write_bytes(report, render_report(records, source, figures).encode("utf-8"))
+    return [report] + [folder / Path(link).name for links in figures.values() for _, link in links]

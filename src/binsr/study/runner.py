@@ -1,0 +1,411 @@
+"""Running a study: train every run (resumably), score it, record it in ``study.json``, regenerate the report.
+
+A run is *done* when its folder holds ``done.json`` (written last, atomically, after training and
+scoring): it carries the run's scores, OPs/params, final checkpoint and training curve. Done runs are
+skipped. A run folder with a committed training state (``last_state.json``) but no ``done.json`` is
+continued with :func:`binsr.train.train`'s resume machinery; a folder without a state starts afresh.
+``study.json`` is rebuilt from the ``done.json`` markers of the study after every run (records of other
+studies and tracks already in the file are kept; a record with the same key is replaced).
+
+Scoring uses the same code as ``binsr eval`` (:func:`binsr.evaluate.resolve_upscaler` on the checkpoint
+file, then :func:`binsr.evaluate.evaluate`), so ``binsr eval --model <checkpoint>`` reproduces every
+number, and :func:`binsr.complexity.count_complexity` at the study's input size (320x180).
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import json
+import math
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, TextIO
+
+from binsr.errors import BinsrError
+from binsr.fileio import atomic_write_bytes
+from binsr.study.report import load_results, write_report
+from binsr.study.spec import RecordKey, Study, StudyRun
+
+__all__ = [
+    "DONE_FILE",
+    "execute_run",
+    "record_of",
+    "run_status",
+    "run_study",
+    "score_checkpoint",
+    "select_runs",
+    "sync_results",
+]
+
+DONE_FILE = "done.json"
+DONE_FORMAT = "binsr-study-run"
+CURVE_POINTS = 200
+"""At most this many training-loss points per run are kept in ``study.json`` (validation rows all kept)."""
+
+
+# ---------------------------------------------------------------------------------------- selection
+
+
+def select_runs(study: Study, only: Sequence[str] = ()) -> list[StudyRun]:
+    """The runs whose labels match any shell pattern in ``only`` (all when empty), plus their teachers."""
+    if not only:
+        return list(study.runs)
+    by_id = study.by_id()
+    chosen = {
+        run.run_id
+        for run in study.runs
+        if any(fnmatch.fnmatchcase(label, pattern) for label in run.labels for pattern in only)
+    }
+    if not chosen:
+        example = study.runs[0].labels[0] if study.runs else "track/x4/model/variant/bin/s0/i1000"
+        raise BinsrError(
+            f"--only {' '.join(only)} matches no run of study {study.name} (labels look like {example})"
+        )
+    stack = list(chosen)
+    while stack:
+        teacher = by_id[stack.pop()].teacher
+        if teacher is not None and teacher not in chosen:
+            chosen.add(teacher)
+            stack.append(teacher)
+    return [run for run in study.runs if run.run_id in chosen]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BinsrError(f"cannot read {path}: {error}") from None
+
+
+def read_done(study: Study, run: StudyRun) -> dict[str, Any] | None:
+    """The ``done.json`` of ``run`` or ``None`` when it has not finished."""
+    path = study.run_dir(run) / DONE_FILE
+    if not path.is_file():
+        return None
+    done = _read_json(path)
+    if not isinstance(done, dict) or done.get("format") != DONE_FORMAT:
+        raise BinsrError(f"{path} is not a binsr study marker; delete it to rerun the run")
+    return done
+
+
+def run_status(study: Study, run: StudyRun) -> tuple[str, int]:
+    """``("done" | "partial" | "new", iterations trained so far)`` of ``run``."""
+    from binsr.train.state import STATE_JSON
+
+    done = read_done(study, run)
+    if done is not None:
+        return "done", int(done["iterations"])
+    state = study.run_dir(run) / STATE_JSON
+    if state.is_file():
+        info = _read_json(state)
+        return "partial", int(info.get("iteration", 0)) if isinstance(info, dict) else 0
+    return "new", 0
+
+
+# ------------------------------------------------------------------------------------ one run
+
+
+def score_checkpoint(
+    checkpoint: Path, scale: int, sets: dict[str, str], convention: str, input_size: tuple[int, int]
+) -> dict[str, Any]:
+    """PSNR/SSIM of ``checkpoint`` on each named set (as ``binsr eval``) and its OPs / params."""
+    from binsr.complexity import count_complexity
+    from binsr.evaluate import evaluate, resolve_upscaler
+
+    upscaler = resolve_upscaler(str(checkpoint), scale)
+    results = evaluate(upscaler, list(sets.values()), [scale], convention, progress=False)
+    complexity = count_complexity(upscaler.model, input_size)  # type: ignore[attr-defined]
+    return {
+        "ops": float(complexity.ops),
+        "params": float(complexity.params),
+        "scores": {
+            name: {"psnr": float(r["psnr"]), "ssim": float(r["ssim"])}
+            for name, r in zip(sets, results, strict=True)
+        },
+    }
+
+
+def read_curve(run_dir: Path) -> dict[str, Any]:
+    """The training curve of a run from its ``metrics.csv``: iterations, loss and first validation PSNR.
+
+    Loss rows are thinned to about :data:`CURVE_POINTS`; rows with a validation score are all kept.
+    """
+    from binsr.train.logs import METRICS_CSV
+
+    path = run_dir / METRICS_CSV
+    curve: dict[str, Any] = {"val_set": None, "iteration": [], "loss": [], "psnr": []}
+    if not path.is_file():
+        return curve
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    psnr_columns = [c for c in (rows[0].keys() if rows else []) if c.endswith("_psnr")]
+    column = psnr_columns[0] if psnr_columns else None
+    curve["val_set"] = column[: -len("_psnr")] if column else None
+    stride = max(1, math.ceil(len(rows) / CURVE_POINTS))
+
+    def number(text: str | None) -> float | None:
+        return float(f"{float(text):.6g}") if text not in (None, "") else None
+
+    for index, row in enumerate(rows):
+        psnr = number(row.get(column)) if column else None
+        if psnr is None and index % stride and index != len(rows) - 1:
+            continue
+        curve["iteration"].append(int(float(row["iteration"])))
+        curve["loss"].append(number(row.get("loss")))
+        curve["psnr"].append(psnr)
+    return curve
+
+
+def execute_run(
+    study: Study, run: StudyRun, device: str | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Train ``run`` (continuing a partial run), score its final checkpoint and write ``done.json``."""
+    from binsr.train import LAST_FILE, train
+    from binsr.train.loop import BEST_FILE
+    from binsr.train.state import STATE_JSON
+
+    run_dir = study.run_dir(run)
+    if run.teacher is not None and read_done(study, study.by_id()[run.teacher]) is None:
+        raise BinsrError(f"run {run.run_id} needs its teacher {run.teacher} to finish first")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resume = (run_dir / STATE_JSON).is_file()
+    if not resume:  # killed before its first checkpoint: start afresh
+        for name in (LAST_FILE, BEST_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+    result = train(run.config, run_dir, resume=resume, device=device, progress=progress)
+    if result.iteration != run.iterations:
+        raise BinsrError(f"run {run.run_id} stopped at iteration {result.iteration} of {run.iterations}")
+    state = _read_json(run_dir / STATE_JSON)
+    done = {
+        "format": DONE_FORMAT,
+        "run": run.run_id,
+        "kind": run.kind,
+        "labels": run.labels,
+        "iterations": result.iteration,
+        "train_seconds": round(float(state.get("elapsed", 0.0)), 1),
+        "checkpoint": str(run_dir / LAST_FILE),
+        **score_checkpoint(
+            run_dir / LAST_FILE, run.config["scale"], study.eval_sets, study.convention, study.input_size
+        ),
+        "curve": read_curve(run_dir),
+    }
+    atomic_write_bytes(run_dir / DONE_FILE, json.dumps(done, indent=1).encode("utf-8"))
+    return done
+
+
+def _init_worker(threads: int) -> None:
+    """Process-pool initialiser: share the cores between the parallel runs."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------- results
+
+
+def record_of(study: Study, run: StudyRun, key: RecordKey, done: dict[str, Any]) -> dict[str, Any]:
+    """The ``study.json`` record of grid point ``key`` answered by ``run`` (finished as ``done``)."""
+    from binsr.train import LAST_FILE
+
+    checkpoint = os.path.relpath(study.run_dir(run) / LAST_FILE, study.results.parent).replace(os.sep, "/")
+    return {
+        "model": key.model,
+        "variant": key.variant,
+        "binary": key.binary,
+        "track": key.track,
+        "scale": key.scale,
+        "seed": key.seed,
+        "iterations": key.iterations,
+        "checkpoint": checkpoint,
+        "ops": done["ops"],
+        "params": done["params"],
+        "scores": done["scores"],
+        "kind": run.kind,
+        "distill": run.teacher is not None,
+        "study": study.name,
+        "run": run.run_id,
+        "train_seconds": done["train_seconds"],
+        "curve": done["curve"],
+    }
+
+
+def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    """The identity of a ``study.json`` record (a later record with the same key replaces it)."""
+    return tuple(record[k] for k in ("track", "scale", "model", "variant", "binary", "seed", "iterations"))
+
+
+def sync_results(study: Study, report: bool = True) -> int:
+    """Rewrite ``study.json`` with the records of every finished run of ``study``; returns their count.
+
+    Other records already in the file are kept; the report is regenerated when ``report`` is true.
+    """
+    existing = load_results(study.results)["runs"] if study.results.is_file() else []
+    records = {record_key(r): r for r in existing}
+    count = 0
+    for run in study.runs:
+        done = read_done(study, run)
+        if done is None:
+            continue
+        for key in run.records:
+            record = record_of(study, run, key, done)
+            records[record_key(record)] = record
+            count += 1
+    study.results.parent.mkdir(parents=True, exist_ok=True)
+    ordered = [records[k] for k in sorted(records, key=lambda k: tuple(map(str, k)))]
+    text = json.dumps({"runs": ordered}, indent=1, sort_keys=False) + "\n"
+    atomic_write_bytes(study.results, text.encode("utf-8"))
+    if report:
+        write_report(study.results, study.report)
+    return count
+
+
+# ------------------------------------------------------------------------------------ the study
+
+
+class _InlineExecutor:
+    """An executor that runs each job at once in this process (``--jobs 1``)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing to release."""
+
+
+def _describe(run: StudyRun) -> str:
+    first = run.records[0]
+    more = f" (+{len(run.records) - 1} shared)" if len(run.records) > 1 else ""
+    return f"{run.run_id} [{run.kind}: {first.model}/{first.variant}{more}, {run.iterations} it]"
+
+
+def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO) -> None:
+    """The ``--dry-run`` listing: every selected run, its status and the remaining work."""
+    runs = list(runs)
+    left: dict[str, int] = {}
+    for run in runs:
+        status, iteration = run_status(study, run)
+        track = run.records[0].track
+        left[track] = left.get(track, 0) + (0 if status == "done" else run.iterations - iteration)
+        teacher = f" <- teacher {run.teacher}" if run.teacher else ""
+        out.write(f"{status:7s} {iteration:>7d}/{run.iterations:<7d} {_describe(run)}{teacher}\n")
+        for label in run.labels:
+            out.write(f"{'':25s}{label}\n")
+    out.write(f"{len(runs)} runs; runs folder {study.runs_dir}; results {study.results}\n")
+    for track, iterations in left.items():
+        seconds = study.tracks[track]["seconds_per_iteration"]
+        estimate = (
+            f" ≈ {iterations * seconds / 3600:.1f} h of one worker at {seconds} s/it (divide by --jobs)"
+            if seconds
+            else ""
+        )
+        out.write(f"track {track}: {iterations} iterations left{estimate}\n")
+
+
+def run_study(
+    study: Study,
+    *,
+    only: Sequence[str] = (),
+    dry_run: bool = False,
+    jobs: int = 1,
+    device: str | None = None,
+    progress: bool = True,
+    keep_going: bool = False,
+    threads: int | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Run the selected runs of ``study`` one after another (or ``jobs`` at a time); returns an exit code.
+
+    Finished runs are skipped, partial ones continued; teachers run before their students. After every
+    run ``study.json`` and the report are rewritten. A run that fails with a :class:`BinsrError` stops
+    the study, or with ``keep_going`` is reported and the rest go on (exit code 1 at the end).
+    ``threads`` is the torch thread count of each run (default: torch's for one job, else cores / jobs).
+    """
+    out = out or sys.stdout
+    if jobs < 1 or (threads is not None and threads < 1):
+        raise BinsrError(f"--jobs and --threads must be >= 1, got {jobs} and {threads}")
+    selected = select_runs(study, only)
+    if dry_run:
+        print_plan(study, selected, out)
+        return 0
+    done_ids = {run.run_id for run in study.runs if read_done(study, run) is not None}
+    pending = [run for run in selected if run.run_id not in done_ids]
+    skipped = len(selected) - len(pending)
+    out.write(f"study {study.name}: {len(selected)} runs selected, {skipped} done, {len(pending)} to run\n")
+    out.flush()
+    sync_results(study)
+    if not pending:
+        return 0
+    executor: Any
+    if jobs == 1:
+        executor = _InlineExecutor()
+        if threads is not None:
+            _init_worker(threads)
+    else:
+        threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+        context = multiprocessing.get_context("spawn")
+        executor = ProcessPoolExecutor(
+            jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)
+        )
+        progress = False
+    failed: dict[str, str] = {}
+    running: dict[Future, StudyRun] = {}
+    total, finished = len(pending), 0
+    try:
+        while pending or running:
+            for run in list(pending):
+                if len(running) >= jobs:
+                    break
+                if run.teacher in failed:
+                    failed[run.run_id] = f"its teacher {run.teacher} failed"
+                    pending.remove(run)
+                    continue
+                if run.teacher is not None and run.teacher not in done_ids:
+                    continue
+                pending.remove(run)
+                out.write(f"[{finished + len(running) + 1}/{total}] training {_describe(run)}\n")
+                out.flush()
+                running[executor.submit(execute_run, study, run, device, progress)] = run
+            if not running:
+                if pending:
+                    raise BinsrError(
+                        f"run {pending[0].run_id} waits for teacher {pending[0].teacher}, never run"
+                    )
+                break
+            complete, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in complete:
+                run = running.pop(future)
+                finished += 1
+                error = future.exception()
+                if error is None:
+                    done_ids.add(run.run_id)
+                    done = future.result()
+                    scores = ", ".join(
+                        f"{k} {v['psnr']:.2f}/{v['ssim']:.4f}" for k, v in done["scores"].items()
+                    )
+                    out.write(f"[{finished}/{total}] done {run.run_id}: {scores}\n")
+                    sync_results(study)
+                elif isinstance(error, BinsrError) and keep_going:
+                    failed[run.run_id] = str(error)
+                    out.write(f"[{finished}/{total}] FAILED {run.run_id}: {error}\n")
+                else:
+                    raise error
+                out.flush()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    if failed:
+        out.write(f"{len(failed)} runs failed: {', '.join(sorted(failed))}\n")
+        return 1
+    out.write(
+        f"study {study.name}: all selected runs done; results in {study.results}, report {study.report}\n"
+    )
+    return 0

@@ -1,0 +1,566 @@
+"""Study files: a grid of training runs and its expansion into concrete, resumable runs.
+
+A study file is YAML (relative paths are taken from the file's folder)::
+
+    study: cpu                          # name (default: the file's stem)
+    base:                               # a training config (configs/*.yaml) without name, scale, seed,
+      datasets: {train: {...}, val: {...}}   # network and path: binsr train's SCHEMA checks it
+      train: {iterations: 20000, ...}
+    tracks:
+      cpu:
+        network: {n_feats: 32, n_blocks: 4}   # create_model kwargs for every model of the track
+        config: {train: {iterations: 20000}}  # deep-merged over base (optional)
+        seconds_per_iteration: 1.2            # optional: --dry-run prints estimated hours
+    models:
+      bbcu_l: {}                        # runs with one variant, "base"
+      ours:
+        kwargs: {}                      # per-model kwargs (over the track's network)
+        variants:                       # named kwarg sets (over the model's kwargs)
+          base: {}
+          fda-nothr: {surrogate: fda, learnable_threshold: false}
+          base-distill: {distill: true} # distil from the full-precision twin (or a mapping of weights)
+    scales: [4, 2]
+    seeds: [0, 1, 2]
+    twins: true                         # pair every binary run with its full-precision twin
+    plateau: {factor: 2, seeds: [0]}    # twin runs with factor x the iterations (same schedule shape)
+    distill: {output_weight: 1.0, feature_weight: 0.1, features: ["body.*"]}
+    eval: {sets: {Set5: ..., Set14: ..., BSD100: ...}, convention: matlab, input_size: [320, 180]}
+    output: {runs: ../runs/study, results: ../docs/results/study.json, report: ../docs/RESULTS.md}
+
+Expansion (:func:`load_study`): every (track, scale, seed, model, variant) gives a *binary* run (or a
+full-precision one for a model without a ``binary`` switch) and, with ``twins``, its full-precision
+twin (``binary: false``, distillation off, same iterations). Twins whose networks are identical
+(same layers, attributes and initial weights, e.g. ``bnn`` and ``bireal`` without binarization, or two
+``ours`` variants that differ only in the surrogate) are trained once and answer for all of them.
+Distillation runs use their twin's final checkpoint as the teacher, so the twin is a dependency.
+
+Each run lives in ``<output.runs>/<track>/x<scale>/<id>``, where ``<id>`` ends in a digest of everything
+that determines the training (the study file's own text of the recipe, the network, the teacher), so
+editing the recipe starts new runs instead of resuming stale ones. Labels used by ``--only`` are
+``<track>/x<scale>/<model>/<variant>/<bin|fp>/s<seed>/i<iterations>``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from binsr.errors import BinsrError
+from binsr.evaluate import check_scale
+from binsr.metrics import CONVENTIONS
+from binsr.train.config import parse_yaml, resolve_config
+
+__all__ = ["RecordKey", "Study", "StudyRun", "load_study", "parse_study"]
+
+TOP_KEYS = (
+    "study",
+    "base",
+    "tracks",
+    "models",
+    "scales",
+    "seeds",
+    "twins",
+    "plateau",
+    "distill",
+    "eval",
+    "output",
+)
+GRID_KEYS = ("name", "scale", "seed", "network", "path")
+"""Config keys the grid sets itself; ``base`` and a track's ``config`` may not hold them."""
+DIGEST_IGNORED = ("logging", "path")
+"""Config sections that do not change what a run learns (left out of the run digest)."""
+DEFAULT_DISTILL = {"output_weight": 1.0, "feature_weight": 0.1, "features": ["body.*"]}
+DEFAULT_OUTPUT = {
+    "runs": "../runs/study",
+    "results": "../docs/results/study.json",
+    "report": "../docs/RESULTS.md",
+}
+DEFAULT_INPUT = (320, 180)
+
+KIND_PHASE = {"fp": 0, "twin": 0, "binary": 1, "distill": 2, "plateau": 3}
+"""Execution order inside one (track, seed, scale): twins first (teachers), plateau runs last."""
+
+
+@dataclass(frozen=True, order=True)
+class RecordKey:
+    """One row of ``study.json``: which grid point a run answers."""
+
+    track: str
+    scale: int
+    model: str
+    variant: str
+    binary: bool
+    seed: int
+    iterations: int
+
+    @property
+    def label(self) -> str:
+        """``<track>/x<scale>/<model>/<variant>/<bin|fp>/s<seed>/i<iterations>`` (matched by ``--only``)."""
+        bits = "bin" if self.binary else "fp"
+        return (
+            f"{self.track}/x{self.scale}/{self.model}/{self.variant}/{bits}/s{self.seed}/i{self.iterations}"
+        )
+
+
+@dataclass
+class StudyRun:
+    """One training run of the grid.
+
+    Attributes:
+        run_id: its folder relative to the study's runs folder.
+        kind: ``binary``, ``distill``, ``twin`` (full-precision twin), ``fp`` (a model without a binary
+            switch) or ``plateau`` (a twin with ``factor`` x the iterations).
+        config: the resolved training config (:func:`binsr.train.resolve_config`).
+        records: the grid points it answers (several when identical twins are shared).
+        teacher: ``run_id`` of the run whose final checkpoint is the distillation teacher.
+        order: sort key of the execution order.
+    """
+
+    run_id: str
+    kind: str
+    config: dict[str, Any]
+    records: list[RecordKey] = field(default_factory=list)
+    teacher: str | None = None
+    order: tuple[Any, ...] = ()
+
+    @property
+    def labels(self) -> list[str]:
+        """The labels of its records."""
+        return [record.label for record in self.records]
+
+    @property
+    def iterations(self) -> int:
+        """Training iterations."""
+        return int(self.config["train"]["iterations"])
+
+
+@dataclass
+class Study:
+    """A loaded study: its runs in execution order, evaluation settings and output paths."""
+
+    name: str
+    path: Path
+    tracks: dict[str, dict[str, Any]]
+    runs: list[StudyRun]
+    eval_sets: dict[str, str]
+    convention: str
+    input_size: tuple[int, int]
+    runs_dir: Path
+    results: Path
+    report: Path
+
+    def run_dir(self, run: StudyRun | str) -> Path:
+        """The folder of ``run`` (a run or its id)."""
+        return self.runs_dir / (run if isinstance(run, str) else run.run_id)
+
+    def by_id(self) -> dict[str, StudyRun]:
+        """Runs by id."""
+        return {run.run_id: run for run in self.runs}
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def _mapping(value: Any, where: str, *, allow_none: bool = True) -> dict[str, Any]:
+    if value is None and allow_none:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise BinsrError(f"study key {where} must be a mapping with string keys, got {value!r}")
+    return dict(value)
+
+
+def _only_keys(value: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:
+    for key in value:
+        if key not in known:
+            raise BinsrError(f"unknown study key {where}.{key} (known keys here: {', '.join(known)})")
+
+
+def _int_list(value: Any, where: str, *, minimum: int = 0) -> list[int]:
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(i, int) and not isinstance(i, bool) and i >= minimum for i in items):
+        raise BinsrError(
+            f"study key {where} must be a non-empty list of integers >= {minimum}, got {value!r}"
+        )
+    if len(set(items)) != len(items):
+        raise BinsrError(f"study key {where} lists a value twice: {value!r}")
+    return items
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value or any(c in value for c in "/\\ \t") or value.startswith("."):
+        raise BinsrError(f"study {where} name must be a non-empty word without '/' or spaces, got {value!r}")
+    return value
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``base`` with ``over`` merged in (mappings recursively, other values replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def _accepts_binary(model: str) -> bool:
+    from binsr.models import list_models, model_factory
+
+    if model not in list_models():
+        raise BinsrError(
+            f"study model {model!r} is not a registered model; known: {', '.join(list_models())}"
+        )
+    return "binary" in inspect.signature(model_factory(model)).parameters
+
+
+_ARCH_CACHE: dict[str, str] = {}
+
+
+def architecture_digest(model: str, scale: int, kwargs: Mapping[str, Any]) -> str:
+    """A digest of the network ``create_model(model, scale, **kwargs)`` builds under seed 0.
+
+    It covers the module tree (``repr``), every module's plain attributes (e.g. BBCU's residual
+    alignment factor) and the initial weights, so two specs with equal digests train identically.
+    """
+    from binsr.models import create_model
+
+    key = _digest([model, scale, dict(kwargs)])
+    if key not in _ARCH_CACHE:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = create_model(model, scale=scale, **kwargs)
+        hasher = hashlib.sha256(repr(net).encode("utf-8"))
+        for name, module in net.named_modules():
+            plain = {
+                k: v
+                for k, v in sorted(vars(module).items())
+                if not k.startswith("_")
+                and k not in ("config", "training")
+                and isinstance(v, int | float | str)
+            }
+            hasher.update(f"{name}:{plain!r}".encode())
+        for name, tensor in net.state_dict().items():
+            hasher.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        _ARCH_CACHE[key] = hasher.hexdigest()
+    return _ARCH_CACHE[key]
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def load_study(path: str | Path, results_dir: str | Path | None = None) -> Study:
+    """Read and expand the study file ``path``.
+
+    ``results_dir`` replaces the ``output`` section: runs go to ``DIR/runs``, results to
+    ``DIR/results/study.json`` and the report to ``DIR/RESULTS.md``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BinsrError(f"study file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise BinsrError(f"cannot read study file {path}: {error}") from None
+    raw = parse_yaml(text, str(path))
+    return parse_study(raw, path, results_dir)
+
+
+def parse_study(raw: Any, path: str | Path, results_dir: str | Path | None = None) -> Study:
+    """Validate a parsed study mapping (from file ``path``) and expand it into runs."""
+    path = Path(path).resolve()
+    base_dir = path.parent
+    top = _mapping(raw, "<top level>", allow_none=False)
+    _only_keys(top, TOP_KEYS, "<top level>")
+    for key in ("base", "tracks", "models"):
+        if not top.get(key):
+            raise BinsrError(f"study key {key} is required (see docs/STUDY.md)")
+    name = _name(top.get("study", path.stem), "study")
+
+    base = _mapping(top["base"], "base")
+    for key in GRID_KEYS:
+        if key in base:
+            raise BinsrError(f"study key base.{key} is set by the grid; remove it from base")
+    tracks = _parse_tracks(top["tracks"])
+    models = _parse_models(top["models"])
+    scales = [check_scale(s) for s in _int_list(top.get("scales", [4]), "scales", minimum=1)]
+    seeds = _int_list(top.get("seeds", [0]), "seeds")
+    twins = top.get("twins", True)
+    if not isinstance(twins, bool):
+        raise BinsrError(f"study key twins must be true or false, got {twins!r}")
+    plateau = _parse_plateau(top.get("plateau"), seeds)
+    distill = _mapping(top.get("distill"), "distill")
+    _only_keys(distill, tuple(DEFAULT_DISTILL), "distill")
+    distill = {**DEFAULT_DISTILL, **distill}
+
+    evaluation = _mapping(top.get("eval"), "eval")
+    _only_keys(evaluation, ("sets", "convention", "input_size"), "eval")
+    sets = _mapping(evaluation.get("sets"), "eval.sets")
+    if not sets or not all(isinstance(v, str) and v for v in sets.values()):
+        raise BinsrError("study key eval.sets must map set names to folders, e.g. {Set5: ../data/Set5}")
+    eval_sets = {key: str((base_dir / Path(folder).expanduser()).resolve()) for key, folder in sets.items()}
+    convention = evaluation.get("convention", "matlab")
+    if convention not in CONVENTIONS:
+        raise BinsrError(
+            f"study key eval.convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}"
+        )
+    size = evaluation.get("input_size", list(DEFAULT_INPUT))
+    if not (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+    ):
+        raise BinsrError(f"study key eval.input_size must be [width, height] in pixels, got {size!r}")
+    input_size = (int(size[0]), int(size[1]))
+
+    output = _mapping(top.get("output"), "output")
+    _only_keys(output, tuple(DEFAULT_OUTPUT), "output")
+    if results_dir is not None:
+        root = Path(results_dir).expanduser().resolve()
+        paths = {
+            "runs": root / "runs",
+            "results": root / "results" / "study.json",
+            "report": root / "RESULTS.md",
+        }
+    else:
+        paths = {
+            key: (base_dir / Path(str(output.get(key, default))).expanduser()).resolve()
+            for key, default in DEFAULT_OUTPUT.items()
+        }
+
+    study = Study(
+        name=name,
+        path=path,
+        tracks=tracks,
+        runs=[],
+        eval_sets=eval_sets,
+        convention=str(convention),
+        input_size=input_size,
+        runs_dir=paths["runs"],
+        results=paths["results"],
+        report=paths["report"],
+    )
+    study.runs = _expand(study, base, tracks, models, scales, seeds, twins, plateau, distill, base_dir)
+    return study
+
+
+def _parse_tracks(value: Any) -> dict[str, dict[str, Any]]:
+    tracks = {}
+    for track, spec in _mapping(value, "tracks").items():
+        where = f"tracks.{_name(track, 'track')}"
+        spec = _mapping(spec, where)
+        _only_keys(spec, ("network", "config", "seconds_per_iteration"), where)
+        config = _mapping(spec.get("config"), f"{where}.config")
+        for key in GRID_KEYS:
+            if key in config:
+                raise BinsrError(f"study key {where}.config.{key} is set by the grid; remove it")
+        seconds = spec.get("seconds_per_iteration")
+        if seconds is not None and (
+            not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0
+        ):
+            raise BinsrError(
+                f"study key {where}.seconds_per_iteration must be a positive number, got {seconds!r}"
+            )
+        tracks[track] = {
+            "network": _mapping(spec.get("network"), f"{where}.network"),
+            "config": config,
+            "seconds_per_iteration": seconds,
+        }
+    return tracks
+
+
+def _parse_models(value: Any) -> dict[str, dict[str, Any]]:
+    models = {}
+    for model, spec in _mapping(value, "models").items():
+        where = f"models.{model}"
+        spec = _mapping(spec, where)
+        _only_keys(spec, ("kwargs", "variants"), where)
+        kwargs = _mapping(spec.get("kwargs"), f"{where}.kwargs")
+        for key in ("binary", "scale", "name"):
+            if key in kwargs:
+                raise BinsrError(f"study key {where}.kwargs.{key} is set by the grid; remove it")
+        variants = {}
+        for variant, vspec in _mapping(spec.get("variants") or {"base": {}}, f"{where}.variants").items():
+            vwhere = f"{where}.variants.{_name(variant, 'variant')}"
+            vspec = _mapping(vspec, vwhere)
+            distill = vspec.pop("distill", False)
+            if distill is not False and distill is not True and not isinstance(distill, Mapping):
+                raise BinsrError(
+                    f"study key {vwhere}.distill must be true, false or a mapping, got {distill!r}"
+                )
+            if isinstance(distill, Mapping):
+                _only_keys(distill, tuple(DEFAULT_DISTILL), f"{vwhere}.distill")
+            for key in ("binary", "scale", "name"):
+                if key in vspec:
+                    raise BinsrError(f"study key {vwhere}.{key} is set by the grid; remove it")
+            variants[variant] = {"kwargs": vspec, "distill": distill}
+        models[model] = {"binary": _accepts_binary(model), "kwargs": kwargs, "variants": variants}
+    return models
+
+
+def _parse_plateau(value: Any, seeds: list[int]) -> dict[str, Any] | None:
+    if value is None or value is False:
+        return None
+    spec = _mapping(value, "plateau")
+    _only_keys(spec, ("factor", "seeds"), "plateau")
+    factor = spec.get("factor", 2)
+    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 2:
+        raise BinsrError(f"study key plateau.factor must be an integer >= 2, got {factor!r}")
+    chosen = _int_list(spec.get("seeds", seeds[:1]), "plateau.seeds")
+    missing = [s for s in chosen if s not in seeds]
+    if missing:
+        raise BinsrError(f"study key plateau.seeds lists seeds that are not in seeds: {missing}")
+    return {"factor": factor, "seeds": chosen}
+
+
+# ---------------------------------------------------------------------------------------- expansion
+
+
+def _scaled_schedule(raw: dict[str, Any], factor: int) -> dict[str, Any]:
+    """``raw`` with iterations, milestones and warm-up multiplied by ``factor`` (same schedule shape)."""
+    out = copy.deepcopy(raw)
+    train = out["train"]
+    train["iterations"] = int(train["iterations"]) * factor
+    scheduler = train.get("scheduler") or {}
+    if scheduler.get("milestones"):
+        scheduler["milestones"] = [int(m) * factor for m in scheduler["milestones"]]
+    if scheduler.get("warmup_iterations"):
+        scheduler["warmup_iterations"] = int(scheduler["warmup_iterations"]) * factor
+    return out
+
+
+def _run_raw(
+    recipe: dict[str, Any], run_id: str, network: dict[str, Any], distill: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The raw training config of one run: the recipe plus its name, network and distillation."""
+    out = _merge(recipe, {"name": run_id.replace("/", "_"), "network": network})
+    out.setdefault("train", {})["distill"] = distill
+    return out
+
+
+class _Grid:
+    """Collects the runs of a study, merging runs with the same id (shared twins)."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self.runs: dict[str, StudyRun] = {}
+
+    def add(
+        self,
+        kind: str,
+        run_id: str,
+        network: dict[str, Any],
+        recipe: dict[str, Any],
+        record: RecordKey,
+        where: str,
+        order: tuple[int, ...],
+        distill: dict[str, Any] | None = None,
+    ) -> StudyRun:
+        """The run ``run_id`` (created on first sight from ``recipe``) with ``record`` added to it."""
+        if run_id not in self.runs:
+            try:
+                config = resolve_config(_run_raw(recipe, run_id, network, distill), base_dir=self.base_dir)
+            except BinsrError as error:
+                raise BinsrError(f"study {where}: {error}") from None
+            self.runs[run_id] = StudyRun(run_id, kind, config, order=(*order, KIND_PHASE[kind]))
+        run = self.runs[run_id]
+        if record not in run.records:
+            run.records.append(record)
+        return run
+
+    def ordered(self) -> list[StudyRun]:
+        """The runs in execution order (track, seed, scale, twins first, plateau runs last)."""
+        ordered = sorted(self.runs.values(), key=lambda run: (run.order, run.run_id))
+        for run in ordered:
+            run.records.sort()
+        return ordered
+
+
+def _expand(
+    study: Study,
+    base: dict[str, Any],
+    tracks: dict[str, dict[str, Any]],
+    models: dict[str, dict[str, Any]],
+    scales: list[int],
+    seeds: list[int],
+    twins: bool,
+    plateau: dict[str, Any] | None,
+    distill: dict[str, Any],
+    base_dir: Path,
+) -> list[StudyRun]:
+    """Every run of the grid, shared twins merged, in execution order."""
+    grid = _Grid(base_dir)
+    for t_index, (track, tspec) in enumerate(tracks.items()):
+        for s_index, scale in enumerate(scales):
+            for seed_index, seed in enumerate(seeds):
+                recipe = _merge(_merge(base, tspec["config"]), {"scale": scale, "seed": seed})
+                iterations = (recipe.get("train") or {}).get("iterations")
+                if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
+                    raise BinsrError(
+                        f"study track {track}: config key train.iterations must be a positive integer"
+                    )
+                view = {k: v for k, v in recipe.items() if k not in DIGEST_IGNORED}
+                order = (t_index, seed_index, s_index)
+                prefix = f"{track}/x{scale}"
+                for model, mspec in models.items():
+                    for variant, vspec in mspec["variants"].items():
+                        where = f"track {track}, x{scale}, seed {seed}, model {model}, variant {variant}"
+                        kwargs = {**tspec["network"], **mspec["kwargs"], **vspec["kwargs"]}
+                        has_binary, wants_distill = mspec["binary"], vspec["distill"] is not False
+                        if has_binary and wants_distill and not twins:
+                            raise BinsrError(f"study {where}: distillation needs twins: true")
+                        fp_network = {"name": model, **kwargs, **({"binary": False} if has_binary else {})}
+                        try:
+                            arch = architecture_digest(
+                                model, scale, {k: v for k, v in fp_network.items() if k != "name"}
+                            )
+                        except (BinsrError, TypeError, ValueError) as error:
+                            raise BinsrError(f"study {where}: {error}") from None
+                        twin_digest = _digest({"recipe": view, "arch": arch})[:10]
+                        twin = None
+                        if twins or not has_binary:
+                            kind = "twin" if has_binary else "fp"
+                            fp_id = f"{prefix}/twin-i{iterations}-{twin_digest}-s{seed}"
+                            fp_key = RecordKey(track, scale, model, variant, False, seed, iterations)
+                            twin = grid.add(kind, fp_id, fp_network, recipe, fp_key, where, order)
+                            if plateau and seed in plateau["seeds"]:
+                                long = _scaled_schedule(recipe, plateau["factor"])
+                                n = long["train"]["iterations"]
+                                long_id = f"{prefix}/twin-i{n}-{twin_digest}-s{seed}"
+                                long_key = RecordKey(track, scale, model, variant, False, seed, n)
+                                grid.add("plateau", long_id, fp_network, long, long_key, where, order)
+                        if not has_binary:
+                            continue
+                        network = {"name": model, **kwargs, "binary": True}
+                        teacher, settings = None, None
+                        if wants_distill and twin is not None:
+                            teacher = twin.run_id
+                            settings = {
+                                **distill,
+                                **(vspec["distill"] if isinstance(vspec["distill"], Mapping) else {}),
+                            }
+                        digest = _digest(
+                            {"recipe": view, "network": network, "teacher": teacher, "distill": settings}
+                        )
+                        run_id = f"{prefix}/{model}-{variant}-i{iterations}-s{seed}-{digest[:8]}"
+                        train_distill = None
+                        if settings is not None:
+                            teacher_file = study.runs_dir / str(teacher) / "last.safetensors"
+                            train_distill = {**settings, "teacher": str(teacher_file)}
+                        key = RecordKey(track, scale, model, variant, True, seed, iterations)
+                        kind = "distill" if teacher else "binary"
+                        run = grid.add(kind, run_id, network, recipe, key, where, order, train_distill)
+                        run.teacher = teacher
+    return grid.ordered()

@@ -1,0 +1,414 @@
+"""``binsr study``: grid expansion and twin pairing, resumable runs, ``study.json``, the generated report.
+
+The end-to-end tests run ``studies/smoke.yaml`` with its data folders replaced by three tiny generated
+images (training, validation and all evaluation sets), so a whole study of four runs takes seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from binsr.cli import main
+from binsr.errors import BinsrError
+from binsr.study import load_results, load_study, run_study, write_report
+from binsr.study.runner import DONE_FILE, run_status, select_runs
+from binsr.study.spec import parse_study
+from binsr.train.config import parse_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "studies" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of three small RGB images (one gray), used for training, validation and evaluation."""
+    root = tmp_path_factory.mktemp("study_images")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        ramp = np.linspace(0, 200, 48)[None, :, None] + np.linspace(0, 50, 40)[:, None, None]
+        img = (ramp + rng.integers(0, 56, (40, 48, 3))).clip(0, 255).astype(np.uint8)
+        Image.fromarray(img[..., 0] if i == 2 else img).save(root / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def one_thread() -> Any:
+    """Train on one thread: tiny models gain nothing from more, and a busy machine makes them much slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def smoke_raw(images: Path) -> dict[str, Any]:
+    """``studies/smoke.yaml`` with every data folder pointing at ``images``."""
+    raw = parse_yaml(SMOKE.read_text(encoding="utf-8"), str(SMOKE))
+    raw["base"]["datasets"]["train"]["hr_folders"] = [str(images)]
+    raw["base"]["datasets"]["val"]["folders"] = [str(images)]
+    raw["eval"]["sets"] = {"Set5": str(images), "Set14": str(images), "BSD100": str(images)}
+    return raw
+
+
+def grid_raw(images: Path) -> dict[str, Any]:
+    """A study with shared twins, ablation variants, distillation and a plateau check (not trained)."""
+    raw = smoke_raw(images)
+    raw["models"] = {
+        "bbcu_l": {},
+        "bireal": {},
+        "irnet": {},
+        "ours": {
+            "kwargs": {"attention": "channel"},
+            "variants": {
+                "base": {},
+                "fda": {"surrogate": "fda"},
+                "nothr": {"learnable_threshold": False},
+                "base-distill": {"distill": True},
+            },
+        },
+    }
+    raw["scales"] = [4, 2]
+    raw["seeds"] = [0, 1]
+    raw["plateau"] = {"factor": 2, "seeds": [0]}
+    raw["base"]["train"]["scheduler"] = {"type": "multistep", "milestones": [20], "warmup_iterations": 5}
+    return raw
+
+
+# -------------------------------------------------------------------------------------- the grid
+
+
+def test_grid_expansion_and_twin_pairing(images: Path, tmp_path: Path) -> None:
+    study = parse_study(grid_raw(images), tmp_path / "grid.yaml", tmp_path / "out")
+    records = [(record, run) for run in study.runs for record in run.records]
+    binary = [r for r, _ in records if r.binary]
+    assert len(binary) == 2 * 2 * (3 + 4)  # scales x seeds x (3 models + 4 ours variants)
+    keys = {r for r, _ in records}
+    for record in binary:  # every binary record has its twin: same everything, binary false
+        assert record.__class__(**{**record.__dict__, "binary": False}) in keys
+    run_of = {r: run for r, run in records}
+
+    def twin(model: str, variant: str = "base", seed: int = 0, scale: int = 4) -> str:
+        match = [
+            r
+            for r in keys
+            if (r.model, r.variant, r.seed, r.scale, r.binary, r.iterations)
+            == (model, variant, seed, scale, False, 30)
+        ]
+        return run_of[match[0]].run_id
+
+    # identical full-precision networks are trained once; different ones are not merged
+    assert twin("bireal") == twin("irnet") != twin("bbcu_l")
+    assert twin("ours") == twin("ours", "fda") == twin("ours", "base-distill") != twin("ours", "nothr")
+    assert twin("ours", seed=0) != twin("ours", seed=1) and twin("irnet", scale=4) != twin("irnet", scale=2)
+    # distillation: teacher = the twin's final checkpoint, scheduled before the student
+    order = [run.run_id for run in study.runs]
+    distill = [run for run in study.runs if run.kind == "distill"]
+    assert len(distill) == 4
+    for run in distill:
+        assert run.teacher == twin("ours", seed=run.records[0].seed, scale=run.records[0].scale)
+        assert order.index(run.teacher) < order.index(run.run_id)
+        assert run.config["train"]["distill"]["teacher"] == str(
+            study.run_dir(run.teacher) / "last.safetensors"
+        )
+        assert run.config["train"]["distill"]["feature_weight"] == 0.1
+    assert all(run.config["train"]["distill"] is None for run in study.runs if run.kind != "distill")
+    # plateau: twins of seed 0 only, twice the iterations, the same schedule shape
+    plateau = [run for run in study.runs if run.kind == "plateau"]
+    assert plateau and {r.seed for run in plateau for r in run.records} == {0}
+    for run in plateau:
+        assert run.iterations == 60 and not run.config["network"]["binary"]
+        assert run.config["train"]["scheduler"]["milestones"] == [40]
+        assert run.config["train"]["scheduler"]["warmup_iterations"] == 10
+    assert len(plateau) == len(
+        {run.run_id for run in study.runs if run.kind == "twin" and "-s0" in run.run_id}
+    )
+    # binary runs get the grid's network; twins binary false; seeds and scales as listed
+    for run in study.runs:
+        first = run.records[0]
+        assert run.config["scale"] == first.scale and run.config["seed"] == first.seed
+        assert run.config["network"]["n_feats"] == 8 and run.config["network"]["binary"] is first.binary
+    # --only selects by label and adds the teacher
+    chosen = select_runs(study, ["*/x2/ours/base-distill/bin/s1/*"])
+    assert [run.kind for run in chosen] == ["twin", "distill"]
+    with pytest.raises(BinsrError, match="matches no run"):
+        select_runs(study, ["nothing/*"])
+
+
+def test_run_ids_are_stable_and_follow_the_recipe(images: Path, tmp_path: Path) -> None:
+    first = parse_study(grid_raw(images), tmp_path / "a.yaml", tmp_path / "out")
+    again = parse_study(grid_raw(images), tmp_path / "b.yaml", tmp_path / "out")
+    assert [run.run_id for run in first.runs] == [run.run_id for run in again.runs]
+    changed = grid_raw(images)
+    changed["base"]["train"]["optimizer"]["lr"] = 5e-4
+    ids = {run.run_id for run in parse_study(changed, tmp_path / "c.yaml", tmp_path / "out").runs}
+    assert ids.isdisjoint(run.run_id for run in first.runs)
+    logging_only = grid_raw(images)
+    logging_only["base"]["logging"]["print_every"] = 3
+    same = [run.run_id for run in parse_study(logging_only, tmp_path / "d.yaml", tmp_path / "out").runs]
+    assert same == [run.run_id for run in first.runs]
+
+
+# ------------------------------------------------------------------------------ running a study
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_smoke_study_runs_resumes_and_records(images: Path, tmp_path: Path) -> None:
+    study_file = tmp_path / "smoke.yaml"
+    study_file.write_text(json.dumps(smoke_raw(images)))  # JSON is YAML
+    out_dir = tmp_path / "out"
+    study = load_study(study_file, out_dir)
+    assert len(study.runs) == 4 and {run.kind for run in study.runs} == {"twin", "binary"}
+
+    # an interrupted run: the CLI is killed right after the checkpoint at iteration 10
+    first = study.runs[0]
+    env = {**os.environ, "BINSR_TEST_KILL": "checkpoint@10", "OMP_NUM_THREADS": "1"}
+    label = first.labels[0]
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "binsr",
+            "study",
+            str(study_file),
+            "--results",
+            str(out_dir),
+            "--only",
+            label,
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert killed.returncode != 0
+    assert run_status(study, first) == ("partial", 10)
+
+    log = io.StringIO()
+    assert run_study(study, progress=False, out=log) == 0
+    assert "4 runs selected, 0 done, 4 to run" in log.getvalue()
+    assert all(run_status(study, run)[0] == "done" for run in study.runs)
+    rows = (study.run_dir(first) / "metrics.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(5, 31, 5))  # resumed, not restarted
+
+    data = load_results(study.results)
+    check_study_json(data, study.results)
+    assert len(data["runs"]) == 4
+    report = study.report.read_text()
+    for link in re.findall(r"\]\((results/[^)]+\.png)\)", report):
+        assert (study.report.parent / link).is_file()
+    assert "results/psnr_ops_smoke_x2.png" in report and "results/curves_smoke_x2.png" in report
+
+    # finished runs are skipped; a run whose done marker is deleted (only that one) runs again
+    markers = {run.run_id: study.run_dir(run) / DONE_FILE for run in study.runs}
+    before = {run_id: path.stat().st_mtime_ns for run_id, path in markers.items()}
+    victim = study.runs[2].run_id
+    markers[victim].unlink()
+    log = io.StringIO()
+    assert run_study(load_study(study_file, out_dir), progress=False, out=log) == 0
+    assert "4 runs selected, 3 done, 1 to run" in log.getvalue()
+    assert log.getvalue().count("training ") == 1 and f"training {victim}" in log.getvalue()
+    after = {run_id: path.stat().st_mtime_ns for run_id, path in markers.items()}
+    assert {k for k in after if after[k] != before[k]} == {victim}
+    again = load_results(study.results)
+    assert [record_scores(r) for r in again["runs"]] == [record_scores(r) for r in data["runs"]]
+
+    # nothing left: a second call trains nothing; --dry-run lists every run as done
+    log = io.StringIO()
+    assert run_study(load_study(study_file, out_dir), progress=False, out=log) == 0
+    assert "0 to run" in log.getvalue()
+    log = io.StringIO()
+    run_study(study, dry_run=True, out=log)
+    assert log.getvalue().count("done ") == 4
+
+
+def record_scores(record: dict[str, Any]) -> tuple[Any, ...]:
+    return (record["model"], record["binary"], json.dumps(record["scores"], sort_keys=True))
+
+
+def check_study_json(data: dict[str, Any], path: Path) -> None:
+    """The schema of ``study.json`` as issue 6 states it, and the twin pairing inside it."""
+    assert set(data) == {"runs"}
+    keys = set()
+    for record in data["runs"]:
+        for name, kind in (
+            ("model", str),
+            ("variant", str),
+            ("binary", bool),
+            ("track", str),
+            ("scale", int),
+            ("seed", int),
+            ("iterations", int),
+            ("checkpoint", str),
+            ("ops", float),
+            ("params", float),
+            ("scores", dict),
+        ):
+            assert isinstance(record[name], kind), name
+        assert set(record["scores"]) == {"Set5", "Set14", "BSD100"}
+        for score in record["scores"].values():
+            assert set(score) == {"psnr", "ssim"} and 10 < score["psnr"] < 60 and 0 < score["ssim"] <= 1
+        assert (path.parent / record["checkpoint"]).is_file()
+        assert record["ops"] > 0 and record["params"] > 0
+        keys.add(
+            tuple(record[k] for k in ("track", "model", "variant", "scale", "seed", "iterations", "binary"))
+        )
+    for key in keys:
+        if key[-1]:
+            assert (*key[:-1], False) in keys
+
+
+# ---------------------------------------------------------------------------------- the report
+
+FIXTURE = {
+    "runs": [
+        *[
+            {
+                "model": model,
+                "variant": "base",
+                "binary": binary,
+                "track": "cpu",
+                "scale": 4,
+                "seed": seed,
+                "iterations": 100,
+                "checkpoint": f"runs/{model}-{binary}-{seed}.safetensors",
+                "ops": 2.5e9 if binary else 4.0e9,
+                "params": 12_345.0 if binary else 40_000.0,
+                "scores": {
+                    name: {
+                        "psnr": psnr + offset + 0.1 * seed - (0.3 if binary else 0.0),
+                        "ssim": 0.8 + 0.01 * seed,
+                    }
+                    for name, offset in (("Set5", 0.0), ("Set14", -3.0), ("BSD100", -4.0))
+                },
+                "curve": {
+                    "val_set": "Set5",
+                    "iteration": [50, 100],
+                    "loss": [0.1, 0.05],
+                    "psnr": [psnr - 1, psnr],
+                },
+            }
+            for model, psnr in (("bbcu_l", 30.0), ("ours", 30.2))
+            for binary in (True, False)
+            for seed in (0, 1)
+        ],
+        {
+            "model": "bbcu_l",
+            "variant": "base",
+            "binary": False,
+            "track": "cpu",
+            "scale": 4,
+            "seed": 0,
+            "iterations": 200,
+            "checkpoint": "runs/long.safetensors",
+            "ops": 4.0e9,
+            "params": 40_000.0,
+            "scores": {
+                "Set5": {"psnr": 30.05, "ssim": 0.8},
+                "Set14": {"psnr": 27.0, "ssim": 0.7},
+                "BSD100": {"psnr": 26.0, "ssim": 0.6},
+            },
+        },
+    ]
+}
+
+
+def test_report_from_study_json(tmp_path: Path) -> None:
+    results = tmp_path / "docs" / "results" / "study.json"
+    results.parent.mkdir(parents=True)
+    results.write_text(json.dumps(FIXTURE))
+    report = tmp_path / "docs" / "RESULTS.md"
+    assert main(["study", "report", "--results", str(results), "-o", str(report)]) == 0
+    text = report.read_text()
+    rows = {
+        tuple(cells[:4]): cells
+        for line in text.splitlines()
+        if line.startswith("| ") and "---" not in line
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    # bbcu_l binary: Set5 PSNR 29.7 and 29.8 -> mean 29.75, sample std 0.0707; SSIM 0.80 / 0.81
+    bbcu = rows[("bbcu_l", "base", "1", "100")]
+    assert bbcu[4] == "2"
+    assert bbcu[5] == "29.75 ± 0.07 / 0.8050 ± 0.0071"
+    assert bbcu[6] == "26.75 ± 0.07 / 0.8050 ± 0.0071"
+    assert bbcu[8:11] == ["-0.300", "-0.300", "-0.300"]  # binary - twin, mean over seeds
+    assert bbcu[11:13] == ["2.50", "12.3"]  # OPs (G), params (K)
+    twin = rows[("bbcu_l", "base", "32", "100")]
+    assert twin[5].startswith("30.05 ± 0.07") and twin[8:11] == ["", "", ""]
+    assert rows[("bbcu_l", "base", "32", "200")][5] == "30.05 / 0.8000"  # one seed: no std
+    assert "Best `ours` variant: **base**" in text and "not met" in text
+    assert "Against `bbcu_l` on the same budget: +0.200 dB" in text
+    plateau = [line for line in text.splitlines() if line.startswith("| bbcu_l/base | 1 |")]
+    assert plateau == ["| bbcu_l/base | 1 | 30.00 (100) | 30.05 (200) | +0.050 | yes |"]
+    figures = sorted(p.name for p in (report.parent / "results").glob("*.png"))
+    assert figures == ["curves_cpu_x4.png", "psnr_ops_cpu_x4.png"]
+    # deterministic: the same json gives the same bytes; the numbers follow the json
+    snapshot = {p: p.read_bytes() for p in [report, *(report.parent / "results").glob("*.png")]}
+    write_report(results, report)
+    assert all(p.read_bytes() == data for p, data in snapshot.items())
+    changed = copy.deepcopy(FIXTURE)
+    changed["runs"][0]["scores"]["Set5"]["psnr"] = 29.5  # bbcu_l binary seed 0: 29.7 -> 29.5
+    results.write_text(json.dumps(changed))
+    write_report(results, report)
+    assert "| bbcu_l | base | 1 | 100 | 2 | 29.65 ± 0.21 / 0.8050 ± 0.0071 |" in report.read_text()
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda raw: raw.update(colour="red"), "unknown study key <top level>.colour"),
+        (lambda raw: raw.pop("models"), "study key models is required"),
+        (lambda raw: raw["models"].update(resnet9={}), "study model 'resnet9' is not a registered model"),
+        (lambda raw: raw["models"]["ours"]["variants"].update(x={"wings": 2}), "variant x: .*wings"),
+        (lambda raw: raw["base"].update(network={"name": "bnn"}), "base.network is set by the grid"),
+        (lambda raw: raw.update(scales=[5]), "unsupported scale 5"),
+        (lambda raw: raw.update(seeds=[0, 0]), "lists a value twice"),
+        (lambda raw: raw["base"]["train"].update(lr=1), "unknown config key train.lr"),
+        (
+            lambda raw: (
+                raw["models"]["ours"]["variants"].update(d={"distill": True}) or raw.update(twins=False)
+            ),
+            "distillation needs twins: true",
+        ),
+        (lambda raw: raw.update(plateau={"factor": 1}), "plateau.factor must be an integer >= 2"),
+        (lambda raw: raw["eval"].update(sets={}), "eval.sets must map set names"),
+    ],
+)
+def test_bad_study_file_is_one_line_error(images: Path, tmp_path: Path, change: Any, message: str) -> None:
+    raw = smoke_raw(images)
+    change(raw)
+    with pytest.raises(BinsrError, match=message) as caught:
+        parse_study(raw, tmp_path / "bad.yaml", tmp_path / "out")
+    assert "\n" not in str(caught.value)
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: [unclosed\n")
+    missing = tmp_path / "missing.json"
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"runs": [{"model": "bnn"}]}))
+    for argv in (
+        ["study", str(bad)],
+        ["study", str(tmp_path / "none.yaml")],
+        ["study", "report", "--results", str(missing)],
+        ["study", "report", "--results", str(broken)],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("binsr: error: ") and err.count("\n") == 1
