@@ -63,7 +63,11 @@ def test_refusals(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
     _fails(["upscale", str(tmp_path / "junk.png"), *model], capsys, "junk.png")
     _fails(["upscale", str(image), *model, "--scale", "4"], capsys, "x2 model, but scale x4")
     _fails(["upscale", str(image), *model, "-o", str(tmp_path / "x.txt")], capsys, "no image suffix")
-    _fails(["upscale", str(image), "--model", "default"], capsys, "no shipped model 'default' for scale 4")
+    _fails(
+        ["upscale", str(image), "--model", "default", "--scale", "3"],
+        capsys,
+        "no shipped model 'default' for scale 3",
+    )
     assert not (tmp_path / "pic_x2.png").exists()
 
 
