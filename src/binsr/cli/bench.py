@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 
+from binsr.cli.common import parse_size
 from binsr.engine.benchmark import (
     DEFAULT_INPUT,
     DEFAULT_MODEL,
@@ -78,14 +79,6 @@ def _parse_sections(text: str) -> list[str]:
     if unknown or not names:
         raise BinsrError(f"unknown bench section(s) {unknown or [text]}; choose from {', '.join(SECTIONS)}")
     return names
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"320x180"`` → ``(320, 180)``; a one-line :class:`BinsrError` otherwise."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise BinsrError(f"--input must be WxH with positive integers, e.g. 320x180 (got {text!r})")
-    return int(parts[0]), int(parts[1])
 
 
 def format_table(report: dict) -> str:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import re
 
 import yaml
 
+from binsr.cli.common import parse_size
 from binsr.complexity import DEFAULT_INPUT, count_complexity
 from binsr.errors import BinsrError
 from binsr.models import create_model, model_factory
@@ -52,14 +52,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def parse_input_size(text: str) -> tuple[int, int]:
-    """``"320x180"`` → ``(320, 180)``; anything else is a :class:`BinsrError`."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
-    if not match or int(match[1]) < 1 or int(match[2]) < 1:
-        raise BinsrError(f"bad --input {text!r}; expected WIDTHxHEIGHT with positive integers, e.g. 320x180")
-    return int(match[1]), int(match[2])
-
-
 def parse_options(pairs: list[str]) -> dict[str, object]:
     """``["n_feats=32", "attention=null"]`` → ``{"n_feats": 32, "attention": None}`` (YAML scalars)."""
     options: dict[str, object] = {}
@@ -76,7 +68,7 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     """Build the model, count it and print a table or one JSON object."""
-    size = parse_input_size(args.input)
+    size = parse_size(args.input)
     options = parse_options(args.set)
     if args.fp and "binary" in inspect.signature(model_factory(args.model)).parameters:
         options["binary"] = False
