@@ -58,9 +58,10 @@ def launch(config: str, values: list[str], device: str, log: Path) -> subprocess
 
 
 def seconds_per_iteration(run_dir: Path) -> float:
-    """Training seconds per iteration from a calibration run's ``metrics.csv`` (first rows skipped)."""
+    """Training seconds per iteration from a calibration run's ``metrics.csv`` (the first training row
+    skipped; validation rows carry no time)."""
     with (run_dir / "metrics.csv").open() as f:
-        rows = [(int(r["iteration"]), float(r["time"])) for r in csv.DictReader(f)]
+        rows = [(int(r["iteration"]), float(r["time"])) for r in csv.DictReader(f) if r["time"]]
     (i0, t0), (i1, t1) = rows[1], rows[-1]
     return (t1 - t0) / (i1 - i0)
 

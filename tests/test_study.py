@@ -24,7 +24,7 @@ from PIL import Image
 from binsr.cli import main
 from binsr.errors import BinsrError
 from binsr.study import load_results, load_study, run_study, write_report
-from binsr.study.runner import DONE_FILE, run_status, select_runs
+from binsr.study.runner import DONE_FILE, run_status, score_checkpoint, select_runs
 from binsr.study.spec import parse_study
 from binsr.train.config import parse_yaml
 
@@ -232,6 +232,42 @@ def test_smoke_study_runs_resumes_and_records(images: Path, tmp_path: Path) -> N
     log = io.StringIO()
     run_study(study, dry_run=True, out=log)
     assert log.getvalue().count("done ") == 4
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_set_added_later_is_scored_without_retraining(images: Path, tmp_path: Path) -> None:
+    raw = smoke_raw(images)
+    raw["eval"]["sets"] = {"Set5": str(images)}
+    study_file = tmp_path / "smoke.yaml"
+    study_file.write_text(json.dumps(raw))
+    out_dir = tmp_path / "out"
+    study = load_study(study_file, out_dir)
+    run = study.runs[0]
+    assert run_study(study, only=[run.labels[0]], progress=False, out=io.StringIO()) == 0
+    marker = study.run_dir(run) / DONE_FILE
+    first = json.loads(marker.read_text())
+    assert list(first["scores"]) == ["Set5"]
+    trained = (study.run_dir(run) / "last.safetensors").stat().st_mtime_ns
+
+    raw["eval"]["sets"] = {"Set5": str(images), "Set14": str(tmp_path / "set14")}
+    (tmp_path / "set14").mkdir()
+    for name in ("0.png", "1.png"):
+        (tmp_path / "set14" / name).write_bytes((images / name).read_bytes())
+    study_file.write_text(json.dumps(raw))
+    study = load_study(study_file, out_dir)
+    log = io.StringIO()
+    assert run_study(study, score_only=True, progress=False, out=log) == 0
+    assert f"scoring {run.run_id} on Set14" in log.getvalue()
+    assert f"1 runs scored, {len(study.runs) - 1} not trained" in log.getvalue()
+    assert (study.run_dir(run) / "last.safetensors").stat().st_mtime_ns == trained  # not retrained
+    second = json.loads(marker.read_text())
+    assert list(second["scores"]) == ["Set5", "Set14"]
+    assert second["scores"]["Set5"] == first["scores"]["Set5"]
+    expected = score_checkpoint(
+        study.run_dir(run) / "last.safetensors", 2, {"Set14": str(tmp_path / "set14")}, "matlab", (320, 180)
+    )
+    assert second["scores"]["Set14"] == expected["scores"]["Set14"]
+    assert [set(r["scores"]) for r in load_results(study.results)["runs"]] == [{"Set5", "Set14"}]
 
 
 def record_scores(record: dict[str, Any]) -> tuple[Any, ...]:

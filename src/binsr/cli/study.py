@@ -56,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--device", choices=("cpu", "cuda"), help="training device (default: CUDA if available)"
     )
     parser.add_argument(
+        "--score-only",
+        action="store_true",
+        help="train nothing: score finished runs on the evaluation sets they lack, rewrite study.json "
+        "and the report",
+    )
+    parser.add_argument(
         "--keep-going", action="store_true", help="continue after a run fails (exit status 1)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -86,4 +92,5 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         keep_going=args.keep_going,
         threads=args.threads,
+        score_only=args.score_only,
     )

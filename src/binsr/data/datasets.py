@@ -45,8 +45,9 @@ MIN_LR_SIDE = 2
 """Smallest LR side accepted (MATLAB's bicubic needs at least 2 pixels to interpolate)."""
 
 SSIM_WINDOW = 11
-LR_CACHE_SIZE = 512
-"""Number of generated LR images kept in the in-memory LRU cache."""
+LR_CACHE_BYTES = 1 << 30
+"""Bytes of generated LR images kept in the in-memory LRU cache (1 GiB: the training and evaluation
+sets of this project at x2, x3 and x4 together, so a study worker makes each LR image once)."""
 
 _LR_CACHE: OrderedDict[tuple[str, int, int, int], np.ndarray] = OrderedDict()
 
@@ -84,7 +85,7 @@ def _cached_lr(path: Path, hr: np.ndarray, scale: int) -> np.ndarray:
     lr = bicubic_downscale_uint8(hr, scale)
     lr.setflags(write=False)
     _LR_CACHE[key] = lr
-    while len(_LR_CACHE) > LR_CACHE_SIZE:
+    while sum(image.nbytes for image in _LR_CACHE.values()) > LR_CACHE_BYTES and len(_LR_CACHE) > 1:
         _LR_CACHE.popitem(last=False)
     return lr
 

@@ -33,6 +33,7 @@ from binsr.study.spec import RecordKey, Study, StudyRun
 
 __all__ = [
     "DONE_FILE",
+    "complete_scores",
     "execute_run",
     "record_of",
     "run_status",
@@ -198,6 +199,37 @@ def execute_run(
     return done
 
 
+def complete_scores(study: Study, runs: Iterable[StudyRun], out: TextIO | None = None) -> int:
+    """Score finished runs on the study's evaluation sets that their ``done.json`` lacks; returns how many.
+
+    Adding a set to a study's ``eval.sets`` (or finishing a study on a machine that lacked one) then
+    costs an evaluation, not a retraining. The run's own final checkpoint is scored, as ``binsr eval``
+    would, and ``done.json`` is rewritten atomically with the new scores added.
+    """
+    from binsr.train import LAST_FILE
+
+    completed = 0
+    for run in runs:
+        done = read_done(study, run)
+        if done is None:
+            continue
+        missing = {name: folder for name, folder in study.eval_sets.items() if name not in done["scores"]}
+        if not missing:
+            continue
+        if out is not None:
+            out.write(f"scoring {run.run_id} on {', '.join(missing)}\n")
+            out.flush()
+        run_dir = study.run_dir(run)
+        extra = score_checkpoint(
+            run_dir / LAST_FILE, run.config["scale"], missing, study.convention, study.input_size
+        )
+        scores = {**done["scores"], **extra["scores"]}
+        done["scores"] = {name: scores[name] for name in dict.fromkeys([*study.eval_sets, *scores])}
+        atomic_write_bytes(run_dir / DONE_FILE, json.dumps(done, indent=1).encode("utf-8"))
+        completed += 1
+    return completed
+
+
 def _init_worker(threads: int) -> None:
     """Process-pool initialiser: share the cores between the parallel runs."""
     import torch
@@ -321,14 +353,18 @@ def run_study(
     progress: bool = True,
     keep_going: bool = False,
     threads: int | None = None,
+    score_only: bool = False,
     out: TextIO | None = None,
 ) -> int:
     """Run the selected runs of ``study`` one after another (or ``jobs`` at a time); returns an exit code.
 
-    Finished runs are skipped, partial ones continued; teachers run before their students. After every
+    Finished runs are skipped, partial ones continued; teachers run before their students. With
+    ``jobs > 1`` the longest runs start first (a stable sort, so the study's order breaks ties). After every
     run ``study.json`` and the report are rewritten. A run that fails with a :class:`BinsrError` stops
     the study, or with ``keep_going`` is reported and the rest go on (exit code 1 at the end).
     ``threads`` is the torch thread count of each run (default: torch's for one job, else cores / jobs).
+    Finished runs are first scored on any evaluation set their ``done.json`` lacks
+    (:func:`complete_scores`); with ``score_only`` nothing is trained.
     """
     out = out or sys.stdout
     if jobs < 1 or (threads is not None and threads < 1):
@@ -337,8 +373,17 @@ def run_study(
     if dry_run:
         print_plan(study, selected, out)
         return 0
+    complete_scores(study, selected, out)
     done_ids = {run.run_id for run in study.runs if read_done(study, run) is not None}
     pending = [run for run in selected if run.run_id not in done_ids]
+    if score_only:
+        sync_results(study)
+        out.write(
+            f"study {study.name}: {len(selected) - len(pending)} runs scored, {len(pending)} not trained\n"
+        )
+        return 0
+    if jobs > 1:  # longest runs first (plateau runs), so parallel workers finish together
+        pending.sort(key=lambda run: -run.iterations)
     skipped = len(selected) - len(pending)
     out.write(f"study {study.name}: {len(selected)} runs selected, {skipped} done, {len(pending)} to run\n")
     out.flush()
