@@ -206,7 +206,9 @@ def test_smoke_study_runs_resumes_and_records(images: Path, tmp_path: Path) -> N
     data = load_results(study.results)
     check_study_json(data, study.results)
     assert len(data["runs"]) == 4
+    assert all(r["device"].startswith("CPU ") and "torch threads" in r["device"] for r in data["runs"])
     report = study.report.read_text()
+    assert "4 training runs" in report and "Trained on: CPU " in report and "(4 runs)." in report
     for link in re.findall(r"\]\((results/[^)]+\.png)\)", report):
         assert (study.report.parent / link).is_file()
     assert "results/psnr_ops_smoke_x2.png" in report and "results/curves_smoke_x2.png" in report

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -176,9 +177,11 @@ def render_report(
     for track, scale in sorted({(k[0], k[1]) for k in groups}):
         keys = sorted((k for k in groups if k[0] == track and k[1] == scale), key=_group_order)
         lines += ["", f"## Track `{track}`, x{scale}", ""]
-        seconds = sum(float(r.get("train_seconds") or 0.0) for k in keys for r in groups[k])
-        runs = len({r.get("run", r["checkpoint"]) for k in keys for r in groups[k]})
-        lines.append(f"{runs} training runs, {seconds / 3600:.1f} h of training in all.")
+        by_run = {r.get("run", r["checkpoint"]): r for k in keys for r in groups[k]}  # shared twins once
+        seconds = sum(float(r.get("train_seconds") or 0.0) for r in by_run.values())
+        lines.append(f"{len(by_run)} training runs, {seconds / 3600:.1f} h of training in all.")
+        devices = Counter(r.get("device") or "not recorded" for r in by_run.values())
+        lines.append("Trained on: " + "; ".join(f"{d} ({n} runs)" for d, n in sorted(devices.items())) + ".")
         for title, link in figures.get((track, scale), []):
             lines += ["", f"![{title}]({link})"]
         header = ["model", "variant", "bits", "iterations", "seeds"]

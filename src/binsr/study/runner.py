@@ -14,12 +14,14 @@ number, and :func:`binsr.complexity.count_complexity` at the study's input size 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fnmatch
 import json
 import math
 import multiprocessing
 import os
+import platform
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -162,6 +164,21 @@ def read_curve(run_dir: Path) -> dict[str, Any]:
     return curve
 
 
+def device_name(device: str | None) -> str:
+    """What a run trains on, for the record: the GPU's name, or the CPU's model and the torch threads."""
+    import torch
+
+    if device == "cuda" or (device is None and torch.cuda.is_available()):
+        return torch.cuda.get_device_name()
+    model = platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"CPU {model} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
 def execute_run(
     study: Study, run: StudyRun, device: str | None = None, progress: bool = True
 ) -> dict[str, Any]:
@@ -189,6 +206,7 @@ def execute_run(
         "labels": run.labels,
         "iterations": result.iteration,
         "train_seconds": round(float(state.get("elapsed", 0.0)), 1),
+        "device": device_name(device),
         "checkpoint": str(run_dir / LAST_FILE),
         **score_checkpoint(
             run_dir / LAST_FILE, run.config["scale"], study.eval_sets, study.convention, study.input_size
@@ -262,6 +280,7 @@ def record_of(study: Study, run: StudyRun, key: RecordKey, done: dict[str, Any])
         "study": study.name,
         "run": run.run_id,
         "train_seconds": done["train_seconds"],
+        "device": done.get("device"),
         "curve": done["curve"],
     }
 
