@@ -46,7 +46,7 @@ def overrides(
 
 
 def launch(config: str, values: list[str], device: str, log: Path) -> subprocess.Popen[bytes]:
-    """Start one training process (through the library, not the CLI)."""
+    """Start one training process (through the library, not the CLI), leading its own session."""
     code = (
         "import sys; from binsr.train import load_config, train; "
         "c = load_config(sys.argv[1], sys.argv[3:]); "
@@ -54,7 +54,9 @@ def launch(config: str, values: list[str], device: str, log: Path) -> subprocess
         "print('done', r.iteration, r.best_psnr, r.best_iteration, flush=True)"
     )
     args = [sys.executable, "-c", code, str(REPO / "configs" / f"{config}.yaml"), device, *values]
-    return subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=REPO)
+    return subprocess.Popen(
+        args, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+    )
 
 
 def seconds_per_iteration(run_dir: Path) -> float:
