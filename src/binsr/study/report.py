@@ -25,7 +25,7 @@ from typing import Any
 from binsr.errors import BinsrError
 from binsr.fileio import atomic_write_bytes
 
-__all__ = ["FIGURES_DIR", "load_results", "render_report", "write_report"]
+__all__ = ["FIGURES_DIR", "best_variant", "load_results", "render_report", "write_report"]
 
 FIGURES_DIR = "results"
 """Folder, next to the report, that receives the figures."""
@@ -204,28 +204,47 @@ def render_report(
             ]
             rows.append(row)
         lines += ["", *_table(header, rows)]
-        lines += _best_ours(groups, keys, sets)
+        lines += _best_ours(records, groups, track, scale, sets)
         lines += _plateau(groups, keys)
     return "\n".join(lines) + "\n"
 
 
-def _best_ours(
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tuple[Any, ...]], sets: list[str]
-) -> list[str]:
-    """The ``ours`` variant with the smallest mean loss to its twin, against the target and ``bbcu_l``."""
+def best_variant(
+    records: Sequence[dict[str, Any]], track: str, scale: int, model: str = "ours"
+) -> tuple[tuple[Any, ...], list[float]] | None:
+    """The binary variant of ``model`` with the smallest mean loss to its twin over the sets, at
+    ``track`` and ``scale`` (ties: the longer training): its group key
+    ``(track, scale, model, variant, True, iterations)`` and its gap on each set; ``None`` if no binary
+    variant has a twin scored on every set."""
+    groups = _groups(records)
+    sets = _set_names([r for r in records if r["track"] == track and r["scale"] == scale])
     candidates = []
-    for key in keys:
-        track, scale, model, variant, binary, iterations = key
-        if model != "ours" or not binary:
+    for key, members in groups.items():
+        if key[:3] != (track, scale, model) or not key[4]:
             continue
-        twin = groups.get((track, scale, model, variant, False, iterations), [])
-        gaps = [twin_gap(groups[key], twin, name)[0] for name in sets]
-        if all(gap is not None for gap in gaps):
+        twin = groups.get((*key[:4], False, key[5]), [])
+        gaps = [twin_gap(members, twin, name)[0] for name in sets]
+        if gaps and all(gap is not None for gap in gaps):
             candidates.append((statistics.fmean(gaps), key, gaps))  # type: ignore[arg-type]
     if not candidates:
+        return None
+    _, key, gaps = max(candidates, key=lambda c: (c[0], c[1][5], c[1][3]))
+    return key, gaps
+
+
+def _best_ours(
+    records: Sequence[dict[str, Any]],
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]],
+    track: str,
+    scale: int,
+    sets: list[str],
+) -> list[str]:
+    """The best ``ours`` variant (:func:`best_variant`) against the target and against ``bbcu_l``."""
+    best = best_variant(records, track, scale)
+    if best is None:
         return []
-    _, key, gaps = max(candidates, key=lambda c: (c[0], c[1][3]))
-    track, scale, _, variant, _, iterations = key
+    key, gaps = best
+    _, _, _, variant, _, iterations = key
     met = all(gap >= -TARGET_GAP_DB for gap in gaps)
     detail = ", ".join(f"{name} {gap:+.3f} dB" for name, gap in zip(sets, gaps, strict=True))
     lines = [

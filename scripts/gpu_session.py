@@ -1,0 +1,337 @@
+"""One lent-GPU session: the shipped x2 pair and a slice of the CPU-track study, side by side, in one budget.
+
+    python scripts/gpu_session.py --out DIR --budget SECONDS [--jobs 13] [--only PATTERN ...]
+
+The machine has one GPU and 16 cores; a 32-channel study run is bound by Python and kernel launches,
+not by the GPU, so ``--jobs`` runs share the GPU (one core and one torch thread each) while the two
+shipped x2 configs (``configs/default_x2[_fp].yaml``) train beside them.
+
+1. Calibration: the shipped pair (``scripts/train_shipped_models.py``'s calibration) and a copy of
+   ``studies/cpu.yaml`` at a few iterations (``--jobs`` runs of the selected slice) train together, so
+   the measured seconds per iteration include the sharing.
+2. The iteration counts that finish inside the budget: the study's ``train.iterations`` (a multiple of
+   500, from each network's calibrated speed times SUSTAINED, the runs scheduled longest first over
+   ``--jobs`` workers, plateau runs twice as long) and the shipped pair's (both the same).
+   ``studies/cpu.yaml`` is rewritten with that count and the median calibrated seconds per iteration.
+3. Both trainings run to the end or to the deadline; what finished is packed under ``--out`` (at most
+   seven files): ``study_<k>.tar.gz`` (study.json and every finished run's done.json, config, metrics
+   and final checkpoint), ``shipped_x2_0.tar.gz`` (the two runs), ``meta_0.tar.gz`` (the rewritten
+   cpu.yaml and the logs) and ``session.json`` (speeds, iteration counts, timings).
+
+Data: the study file and the shipped configs read ``../shared/data`` (relative to the repository);
+on a machine without it, ``--data DIR`` (holding T91, BSD200, Set5, Set14, BSD100) is linked there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO / "scripts"))
+from train_shipped_models import launch, overrides, seconds_per_iteration  # noqa: E402
+
+from binsr.study import Study, StudyRun, load_study  # noqa: E402
+from binsr.study.runner import select_runs  # noqa: E402
+
+SHIPPED = ("default_x2", "default_x2_fp")
+PART_BYTES = 15 * 2**20
+"""Each packed archive stays under this size (the device returns files of at most 16 MiB)."""
+RESERVE = 0.85
+"""Share of the remaining budget planned for training (validation, scoring and start-up take the rest)."""
+SUSTAINED = 2.5
+"""Sustained seconds per iteration over calibrated ones. On the H200 lent on 2026-11-26, 60 calibration
+iterations (while the other runs were still starting) gave 0.025 s/it; the 32-channel runs then trained
+at 0.045-0.085 s/it (BBCU-L and the twins) and 0.15-0.21 s/it (``ours``) with 15 processes sharing it."""
+FACTOR = {"plateau": 2.0}
+"""Iterations of a run in units of ``train.iterations``."""
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def link_data(data: Path | None) -> Path:
+    """The data folder: ``../shared/data`` (as the configs spell it), made a link to ``data`` when it
+    does not exist; ``data`` itself where no link can be made there."""
+    if DATA.exists() or data is None:
+        return DATA
+    try:
+        DATA.parent.mkdir(parents=True, exist_ok=True)
+        DATA.symlink_to(data.resolve())
+    except OSError as error:
+        log(f"cannot link {DATA} ({error}): the study files name {data.resolve()} instead")
+        return data.resolve()
+    return DATA
+
+
+def study_text(
+    source: str, iterations: int, seconds: float | None = None, sets: list[str] | None = None
+) -> str:
+    """``studies/cpu.yaml``'s text with ``train.iterations`` (validation every quarter) and speed set,
+    and only the evaluation ``sets`` named (all when ``None``)."""
+    text = re.sub(r"(?m)^    iterations: \d+$", f"    iterations: {iterations}", source, count=1)
+    every = max(1, iterations // 4)
+    text = re.sub(r"(?m)^      every: \d+$", f"      every: {every}", text, count=1)
+    text = re.sub(
+        r"(?m)^  logging: \{print_every: \d+, checkpoint_every: \d+\}$",
+        f"  logging: {{print_every: {max(1, min(100, iterations // 10))}, checkpoint_every: {every}}}",
+        text,
+        count=1,
+    )
+    if sets is not None:
+        head, block = text.split("\neval:\n  sets:\n", 1)
+        lines = block.splitlines(keepends=True)
+        entries = [line for line in lines if line.startswith("    ")]
+        kept = [line for line in entries if line.split(":")[0].strip() in sets]
+        text = head + "\neval:\n  sets:\n" + "".join(kept) + "".join(lines[len(entries) :])
+    if seconds is not None:
+        text = re.sub(
+            r"(?m)^    seconds_per_iteration: .*$",
+            f"    seconds_per_iteration: {seconds:.3f}   # one of --jobs runs sharing the lent GPU: "
+            "scripts/gpu_session.py's calibration x SUSTAINED",
+            text,
+            count=1,
+        )
+    return text
+
+
+def start_study(
+    study: Path, results: Path, only: list[str], jobs: int, device: str, log_file: Path
+) -> subprocess.Popen:
+    """``binsr study`` on the runs matching ``only``, ``jobs`` at a time with one torch thread each."""
+    args = [sys.executable, "-m", "binsr", "study", str(study), "--results", str(results)]
+    args += [f"--only={pattern}" for pattern in only]
+    args += ["--jobs", str(jobs), "--threads", "1", "--device", device, "--keep-going", "--no-progress"]
+    return subprocess.Popen(
+        args, stdout=log_file.open("wb"), stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+    )
+
+
+def makespan(costs: list[float], jobs: int) -> float:
+    """Longest-first list scheduling of run ``costs`` over ``jobs`` workers: the largest worker load."""
+    loads = [0.0] * jobs
+    for cost in sorted(costs, reverse=True):
+        heapq.heappush(loads, heapq.heappop(loads) + cost)
+    return max(loads)
+
+
+def network_of(run: StudyRun) -> tuple[str, bool]:
+    """What sets a run's speed: its model and whether it is binary."""
+    network = run.config["network"]
+    return network["name"], bool(network.get("binary", False))
+
+
+def calibration_runs(runs: list[StudyRun], jobs: int) -> list[StudyRun]:
+    """``jobs`` runs without a teacher: one of each network first, then the next ones in order."""
+    free = [run for run in runs if not run.teacher]
+    first = list({network_of(run): run for run in reversed(free)}.values())[::-1]
+    return (first + [run for run in free if run not in first])[:jobs]
+
+
+def network_speeds(study: Study, runs: list[StudyRun]) -> dict[tuple[str, bool], float]:
+    """Median calibrated seconds per iteration of each network among ``runs``."""
+    measured: dict[tuple[str, bool], list[float]] = {}
+    for run in runs:
+        metrics = study.run_dir(run) / "metrics.csv"
+        if metrics.is_file():
+            with contextlib.suppress(IndexError, ZeroDivisionError):  # too few rows: it failed early
+                measured.setdefault(network_of(run), []).append(seconds_per_iteration(metrics.parent))
+    if not measured:
+        raise SystemExit(f"no calibration run of the study finished under {study.runs_dir}")
+    return {key: sorted(values)[len(values) // 2] for key, values in measured.items()}
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a process and its children (it leads its own session), gently first."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=15)
+
+
+def pack(files: list[tuple[Path, str]], out: Path, stem: str, max_parts: int) -> tuple[list[str], list[str]]:
+    """Pack ``files`` (path, name in the archive), in order, into at most ``max_parts`` archives
+    ``<stem>_<k>.tar.gz`` of at most PART_BYTES (uncompressed) each; returns (archives, names left out)."""
+    parts: list[list[tuple[Path, str]]] = [[]]
+    size, left_out = 0, []
+    for path, name in files:
+        weight = path.stat().st_size + 1024
+        if size + weight > PART_BYTES and parts[-1]:
+            if len(parts) == max_parts:
+                left_out.append(name)
+                continue
+            parts.append([])
+            size = 0
+        parts[-1].append((path, name))
+        size += weight
+    archives = []
+    for k, members in enumerate(part for part in parts if part):
+        archive = f"{stem}_{k}.tar.gz"
+        with tarfile.open(out / archive, "w:gz") as tar:
+            for path, name in members:
+                tar.add(path, name)
+        archives.append(archive)
+    return archives, left_out
+
+
+def run_files(root: Path, patterns: tuple[str, ...]) -> list[tuple[Path, str]]:
+    return [(p, str(p.relative_to(root))) for pattern in patterns for p in sorted(root.rglob(pattern))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--budget", type=float, required=True, help="wall-clock seconds for everything")
+    parser.add_argument("--work", type=Path, default=REPO / "gpu_session", help="scratch folder")
+    parser.add_argument("--data", type=Path, help="folder with T91, BSD200, Set5, Set14, BSD100")
+    parser.add_argument("--jobs", type=int, default=13)
+    parser.add_argument("--only", action="append", default=[], help="study runs (binsr study --only)")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument(
+        "--eval-sets",
+        nargs="+",
+        metavar="NAME",
+        help="score the study runs on these of its sets only (the others: 'binsr study' here, later)",
+    )
+    parser.add_argument("--max-iterations", type=int, default=30000)
+    parser.add_argument("--calibration-iterations", type=int, default=60)
+    parser.add_argument("--set", dest="extra", action="append", default=[], help="shipped config overrides")
+    args = parser.parse_args()
+    started = time.monotonic()
+    deadline = started + args.budget - 45  # packing and copying out
+    out, work = args.out.resolve(), args.work.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    data = link_data(args.data)
+    study_file = REPO / "studies" / "cpu.yaml"
+    source = study_file.read_text(encoding="utf-8")
+    run_source = source if data == DATA else source.replace("../../shared/data", str(data))
+    session: dict = {"budget_s": args.budget, "jobs": args.jobs, "only": args.only}
+
+    # 1. calibration, everything at once
+    log("calibration")
+    cal_study = study_file.with_name("cpu_calibration.yaml")
+    cal_iterations = args.calibration_iterations
+    cal_study.write_text(study_text(run_source, cal_iterations, sets=args.eval_sets), encoding="utf-8")
+    cal_results = work / "calibration_study"
+    cal = load_study(cal_study, cal_results)
+    cal_runs = calibration_runs(select_runs(cal, args.only), args.jobs)
+    cal_labels = [run.labels[0] for run in cal_runs]
+    study_proc = start_study(
+        cal_study, cal_results, cal_labels, args.jobs, args.device, work / "calibration_study.log"
+    )
+    shipped_cal = work / "calibration_shipped"
+    shipped = {
+        c: launch(
+            c,
+            overrides(data, shipped_cal, c, cal_iterations, True, args.extra),
+            args.device,
+            work / f"cal_{c}.log",
+        )
+        for c in SHIPPED
+    }
+    for c, p in shipped.items():
+        if p.wait() != 0:
+            log(f"calibration of {c} failed:\n{(work / f'cal_{c}.log').read_text()}")
+            stop(study_proc)
+            return 1
+    study_proc.wait()
+    cal_study.unlink()
+    shipped_speed = max(seconds_per_iteration(shipped_cal / c) for c in SHIPPED)
+    speeds = network_speeds(cal, cal_runs)
+    calibration_s = time.monotonic() - started
+    log(f"calibration: {calibration_s:.0f} s; study {speeds} s/it, shipped x2 {shipped_speed:.4f} s/it")
+
+    # 2. iteration counts inside what is left
+    left = (deadline - time.monotonic()) * RESERVE
+    slowest = max(speeds.values())
+    runs = select_runs(load_study(study_file, work / "study"), args.only)
+    costs = [SUSTAINED * speeds.get(network_of(run), slowest) * FACTOR.get(run.kind, 1.0) for run in runs]
+    per_iteration = makespan(costs, args.jobs)  # seconds of the busiest worker per train.iterations
+    per_run_overhead = 25.0  # start-up, data loading, validation and scoring of one run
+    runs_per_worker = math.ceil(len(costs) / args.jobs)
+    n = int((left - runs_per_worker * per_run_overhead) / per_iteration) // 500 * 500
+    n = min(args.max_iterations, max(500, n))
+    n_shipped = min(args.max_iterations, max(100, int(left / (SUSTAINED * shipped_speed)) // 100 * 100))
+    speed = SUSTAINED * sorted(speeds.values())[len(speeds) // 2]  # what --dry-run should expect
+    session.update(
+        calibration_s=round(calibration_s, 1),
+        study_seconds_per_iteration={
+            f"{name}{'' if binary else '-fp'}": v for (name, binary), v in speeds.items()
+        },
+        shipped_seconds_per_iteration=shipped_speed,
+        study_runs=len(costs),
+        busiest_worker_seconds_per_iteration=per_iteration,
+        study_iterations=n,
+        shipped_iterations=n_shipped,
+    )
+    log(json.dumps(session))
+    study_file.write_text(study_text(source, n, speed), encoding="utf-8")  # the one to commit
+    run_file = study_file.with_name("cpu_device.yaml")
+    run_file.write_text(study_text(run_source, n, speed, args.eval_sets), encoding="utf-8")
+
+    # 3. train both, up to the deadline
+    study_proc = start_study(run_file, work / "study", args.only, args.jobs, args.device, work / "study.log")
+    shipped_runs = work / "shipped"
+    shipped = {
+        c: launch(
+            c, overrides(data, shipped_runs, c, n_shipped, False, args.extra), args.device, work / f"{c}.log"
+        )
+        for c in SHIPPED
+    }
+    procs = [study_proc, *shipped.values()]
+    while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+        time.sleep(5)
+    names = ["study", *shipped]
+    timed_out = [name for name, p in zip(names, procs, strict=True) if p.poll() is None]
+    for p in procs:
+        stop(p)
+    session["stopped_at_deadline"] = timed_out
+    session["elapsed_s"] = round(time.monotonic() - started, 1)
+    log(f"training ended after {session['elapsed_s']} s; stopped at the deadline: {timed_out}")
+
+    # 4. pack what finished: results first, then checkpoints (ours and twins before the others)
+    study_root = work / "study"
+    done_dirs = sorted(p.parent for p in study_root.rglob("done.json"))
+    small = [study_root / "results" / "study.json"]
+    small += [run_dir / n for run_dir in done_dirs for n in ("done.json", "config.yaml", "metrics.csv")]
+    weights = sorted(
+        (d / "last.safetensors" for d in done_dirs if (d / "last.safetensors").is_file()),
+        key=lambda path: not ("/ours-" in str(path) or "/twin-" in str(path)),
+    )
+    files = [(path, str(path.relative_to(study_root))) for path in small if path.is_file()]
+    files += [(path, str(path.relative_to(study_root))) for path in weights]
+    session["study_done_runs"] = len(done_dirs)
+    archives, session["left_out"] = pack(files, out, "study", 4)
+    shipped_files = run_files(
+        shipped_runs, ("*/last.safetensors", "*/metrics.csv", "*/config.yaml", "*/*.png")
+    )
+    archives += pack(shipped_files, out, "shipped_x2", 1)[0]
+    meta = [(study_file, "cpu.yaml")]
+    meta += [(work / n, n) for n in ("study.log", "calibration_study.log") if (work / n).is_file()]
+    meta += [(work / f"{c}.log", f"{c}.log") for c in SHIPPED if (work / f"{c}.log").is_file()]
+    archives += pack(meta, out, "meta", 1)[0]
+    session["archives"] = archives
+    (out / "session.json").write_text(json.dumps(session, indent=2), encoding="utf-8")
+    log(f"packed {archives}; left out {len(session['left_out'])} files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
