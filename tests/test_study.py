@@ -402,6 +402,19 @@ def test_report_from_study_json(tmp_path: Path) -> None:
     write_report(results, report)
     assert "| bbcu_l | base | 1 | 100 | 2 | 29.65 ± 0.21 / 0.8050 ± 0.0071 |" in report.read_text()
 
+    # a twin shared by two variants (same runs) gets one row, beside the variant that has a binary row
+    shared = copy.deepcopy(FIXTURE)
+    shared["runs"] += [
+        {**copy.deepcopy(r), "variant": "nothr"}
+        for r in FIXTURE["runs"]
+        if r["model"] == "ours" and not r["binary"]
+    ]
+    results.write_text(json.dumps(shared))
+    write_report(results, report)
+    text = report.read_text()
+    assert "| ours | base (twin shared with 1 more) | 32 | 100 | 2 |" in text
+    assert "| ours | nothr |" not in text
+
 
 # ------------------------------------------------------------------------------------ bad input
 

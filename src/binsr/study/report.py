@@ -180,7 +180,7 @@ def render_report(
         by_run = {r.get("run", r["checkpoint"]): r for k in keys for r in groups[k]}  # shared twins once
         seconds = sum(float(r.get("train_seconds") or 0.0) for r in by_run.values())
         lines.append(f"{len(by_run)} training runs, {seconds / 3600:.1f} h of training in all.")
-        devices = Counter(r.get("device") or "not recorded" for r in by_run.values())
+        devices = Counter(r.get("device") or "not recorded (see docs/STUDY.md)" for r in by_run.values())
         lines.append("Trained on: " + "; ".join(f"{d} ({n} runs)" for d, n in sorted(devices.items())) + ".")
         for title, link in figures.get((track, scale), []):
             lines += ["", f"![{title}]({link})"]
@@ -188,11 +188,13 @@ def render_report(
         header += [f"{name} PSNR / SSIM" for name in sets] + [f"Δ {name}" for name in sets]
         header += ["OPs (G)", "params (K)"]
         rows = []
-        for key in keys:
+        for key in _shown(groups, keys):
             _, _, model, variant, binary, iterations = key
             members = groups[key]
             twin = groups.get((track, scale, model, variant, False, iterations), []) if binary else []
-            row = [model, variant, "1" if binary else "32", str(iterations), str(len(members))]
+            sharing = _sharing(groups, keys, key)
+            name = f"{variant} (twin shared with {sharing} more)" if sharing else variant
+            row = [model, name, "1" if binary else "32", str(iterations), str(len(members))]
             row += [
                 f"{_fmt(_scores(members, n, 'psnr'), 2)} / {_fmt(_scores(members, n, 'ssim'), 4)}"
                 for n in sets
@@ -207,6 +209,42 @@ def render_report(
         lines += _best_ours(records, groups, track, scale, sets)
         lines += _plateau(groups, keys)
     return "\n".join(lines) + "\n"
+
+
+def _runs_of(members: Sequence[dict[str, Any]]) -> tuple[Any, ...]:
+    return tuple(sorted(str(r.get("run", r["checkpoint"])) for r in members))
+
+
+def _shown(
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """The rows of the table: every binary group and one row per distinct full-precision training.
+
+    A twin shared by several variants (or models) gets one row: the first of them that has a binary row
+    beside it, else the first of them."""
+    binaries = {(k[2], k[3], k[5]) for k in keys if k[4]}
+    chosen: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for key in keys:
+        if key[4]:
+            continue
+        runs = _runs_of(groups[key])
+        current = chosen.get(runs)
+        if current is None or (
+            (key[2], key[3], key[5]) in binaries and (current[2], current[3], current[5]) not in binaries
+        ):
+            chosen[runs] = key
+    shown = set(chosen.values())
+    return [key for key in keys if key[4] or key in shown]
+
+
+def _sharing(
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tuple[Any, ...]], key: tuple[Any, ...]
+) -> int:
+    """How many other (model, variant) rows the full-precision group ``key`` stands for."""
+    if key[4]:
+        return 0
+    runs = _runs_of(groups[key])
+    return sum(1 for other in keys if other != key and not other[4] and _runs_of(groups[other]) == runs)
 
 
 def best_variant(
