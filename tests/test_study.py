@@ -387,7 +387,8 @@ def test_report_from_study_json(tmp_path: Path) -> None:
     assert twin[5].startswith("30.05 ± 0.07") and twin[8:11] == ["", "", ""]
     assert rows[("bbcu_l", "base", "32", "200")][5] == "30.05 / 0.8000"  # one seed: no std
     assert "Best `ours` variant: **base**" in text and "not met" in text
-    assert "Against `bbcu_l` on the same budget: +0.200 dB" in text
+    assert "Best `ours` variant: **base** (100 iterations, seeds 0, 1)" in text
+    assert "Against `bbcu_l` on the same budget (seeds 0, 1): +0.200 dB" in text
     plateau = [line for line in text.splitlines() if line.startswith("| bbcu_l/base | 1 |")]
     assert plateau == ["| bbcu_l/base | 1 | 30.00 (100) | 30.05 (200) | +0.050 | yes |"]
     figures = sorted(p.name for p in (report.parent / "results").glob("*.png"))

@@ -247,6 +247,11 @@ def _sharing(
     return sum(1 for other in keys if other != key and not other[4] and _runs_of(groups[other]) == runs)
 
 
+def _seeds(members: Sequence[dict[str, Any]]) -> str:
+    seeds = sorted({int(r["seed"]) for r in members})
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
 def best_variant(
     records: Sequence[dict[str, Any]], track: str, scale: int, model: str = "ours"
 ) -> tuple[tuple[Any, ...], list[float]] | None:
@@ -287,7 +292,8 @@ def _best_ours(
     detail = ", ".join(f"{name} {gap:+.3f} dB" for name, gap in zip(sets, gaps, strict=True))
     lines = [
         "",
-        f"Best `ours` variant: **{variant}** ({iterations} iterations): Δ to its twin {detail} "
+        f"Best `ours` variant: **{variant}** ({iterations} iterations, {_seeds(groups[key])}): "
+        f"Δ to its twin {detail} "
         f"(target ≥ −{TARGET_GAP_DB} dB on every set: {'met' if met else 'not met'}).",
     ]
     reference = groups.get((track, scale, "bbcu_l", "base", True, iterations))
@@ -299,8 +305,8 @@ def _best_ours(
                 diffs.append(statistics.fmean(ours) - statistics.fmean(ref))
         if diffs:
             lines.append(
-                f"Against `bbcu_l` on the same budget: {statistics.fmean(diffs):+.3f} dB PSNR "
-                "on average over the sets."
+                f"Against `bbcu_l` on the same budget ({_seeds(reference)}): "
+                f"{statistics.fmean(diffs):+.3f} dB PSNR on average over the sets."
             )
     return lines
 
