@@ -41,7 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "scripts"))
-from train_shipped_models import launch, overrides, seconds_per_iteration  # noqa: E402
+from train_shipped_models import calibrate, launch, overrides, seconds_per_iteration  # noqa: E402
 
 from binsr.study import Study, StudyRun, load_study  # noqa: E402
 from binsr.study.runner import select_runs  # noqa: E402
@@ -237,23 +237,15 @@ def main() -> int:
         cal_study, cal_results, cal_labels, args.jobs, args.device, work / "calibration_study.log"
     )
     shipped_cal = work / "calibration_shipped"
-    shipped = {
-        c: launch(
-            c,
-            overrides(data, shipped_cal, c, cal_iterations, True, args.extra),
-            args.device,
-            work / f"cal_{c}.log",
-        )
-        for c in SHIPPED
-    }
-    for c, p in shipped.items():
-        if p.wait() != 0:
-            log(f"calibration of {c} failed:\n{(work / f'cal_{c}.log').read_text()}")
-            stop(study_proc)
-            return 1
+    try:
+        shipped_speeds = calibrate(SHIPPED, data, shipped_cal, cal_iterations, args.device, args.extra)
+    except RuntimeError as error:
+        log(str(error))
+        stop(study_proc)
+        return 1
     study_proc.wait()
     cal_study.unlink()
-    shipped_speed = max(seconds_per_iteration(shipped_cal / c) for c in SHIPPED)
+    shipped_speed = max(shipped_speeds.values())
     speeds = network_speeds(cal, cal_runs)
     calibration_s = time.monotonic() - started
     log(f"calibration: {calibration_s:.0f} s; study {speeds} s/it, shipped x2 {shipped_speed:.4f} s/it")

@@ -68,6 +68,23 @@ def seconds_per_iteration(run_dir: Path) -> float:
     return (t1 - t0) / (i1 - i0)
 
 
+def calibrate(
+    configs: tuple[str, ...], data: Path, folder: Path, iterations: int, device: str, extra: list[str]
+) -> dict[str, float]:
+    """Train ``configs`` side by side for ``iterations`` in ``folder``; their seconds per iteration.
+
+    Each process's output goes to ``cal_<config>.log`` beside ``folder``; a failed one raises
+    RuntimeError with its log."""
+    logs = {c: folder.parent / f"cal_{c}.log" for c in configs}
+    procs = {
+        c: launch(c, overrides(data, folder, c, iterations, True, extra), device, logs[c]) for c in configs
+    }
+    failed = [c for c, p in procs.items() if p.wait() != 0]
+    if failed:
+        raise RuntimeError(f"calibration of {failed[0]} failed:\n{logs[failed[0]].read_text()}")
+    return {c: seconds_per_iteration(folder / c) for c in configs}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -80,21 +97,13 @@ def main() -> int:
     data, runs = args.data.resolve(), args.runs.resolve()
     runs.mkdir(parents=True, exist_ok=True)
 
-    calibration = runs / "calibration"
-    procs = {
-        c: launch(
-            c,
-            overrides(data, calibration, c, CALIBRATION_ITERATIONS, True, args.extra),
-            args.device,
-            runs / f"cal_{c}.log",
+    try:
+        speed = calibrate(
+            CONFIGS, data, runs / "calibration", CALIBRATION_ITERATIONS, args.device, args.extra
         )
-        for c in CONFIGS
-    }
-    for c, p in procs.items():
-        if p.wait() != 0:
-            print(f"calibration of {c} failed:\n{(runs / f'cal_{c}.log').read_text()}", file=sys.stderr)
-            return 1
-    speed = {c: seconds_per_iteration(calibration / c) for c in CONFIGS}
+    except RuntimeError as error:
+        print(error, file=sys.stderr)
+        return 1
     # Validation every 1000 iterations and checkpoints take a little time: keep 10 % in reserve.
     iterations = {}
     for scale in ("x4", "x2"):
