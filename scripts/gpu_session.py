@@ -6,20 +6,28 @@ The machine has one GPU and 16 cores; a 32-channel study run is bound by Python 
 not by the GPU, so ``--jobs`` runs share the GPU (one core and one torch thread each) while the two
 shipped x2 configs (``configs/default_x2[_fp].yaml``) train beside them.
 
-1. Calibration: the shipped pair (``scripts/train_shipped_models.py``'s calibration) and a copy of
-   ``studies/cpu.yaml`` at a few iterations (``--jobs`` runs of the selected slice) train together, so
-   the measured seconds per iteration include the sharing.
+1. Calibration: the shipped pair (``train_shipped_models.calibrate``) and a copy of ``studies/cpu.yaml``
+   at ``--calibration-iterations`` (``--jobs`` runs of the selected slice, one of each network first)
+   train together, so the measured seconds per iteration include the sharing.
 2. The iteration counts that finish inside the budget: the study's ``train.iterations`` (a multiple of
    500, from each network's calibrated speed times SUSTAINED, the runs scheduled longest first over
    ``--jobs`` workers, plateau runs twice as long) and the shipped pair's (both the same).
-   ``studies/cpu.yaml`` is rewritten with that count and the median calibrated seconds per iteration.
+   ``studies/cpu.yaml`` is rewritten with that count and the expected seconds per iteration.
 3. Both trainings run to the end or to the deadline; what finished is packed under ``--out`` (at most
    seven files): ``study_<k>.tar.gz`` (study.json and every finished run's done.json, config, metrics
    and final checkpoint), ``shipped_x2_0.tar.gz`` (the two runs), ``meta_0.tar.gz`` (the rewritten
    cpu.yaml and the logs) and ``session.json`` (speeds, iteration counts, timings).
 
-Data: the study file and the shipped configs read ``../shared/data`` (relative to the repository);
-on a machine without it, ``--data DIR`` (holding T91, BSD200, Set5, Set14, BSD100) is linked there.
+Data: the study file and the shipped configs read ``../shared/data`` (relative to the repository); on
+a machine without it, ``--data DIR`` (T91, BSD200 and the evaluation sets) is linked there. The sets
+that did not fit the upload can be left out with ``--eval-sets`` and scored later, here, by
+``binsr study studies/cpu.yaml --score-only``. On the lent machine (2026-11-26), with the images as
+lossless WebP in an ignored ``.gpu_data/`` named in ``carry`` (every call: a call without it deletes
+it there)::
+
+    export PYTHONPATH=$PWD/src OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+    python scripts/gpu_session.py --out $OUT --data .gpu_data --budget 540 --jobs 13 \
+        --eval-sets Set5 Set14 --only 'cpu/x*/ours/base/*' --only 'cpu/x*/bbcu_l/base/*'
 """
 
 from __future__ import annotations
