@@ -389,7 +389,9 @@ def _figures(
     folder.mkdir(parents=True, exist_ok=True)
     links: dict[tuple[str, int], list[tuple[str, str]]] = {}
     for track, scale in sorted({(k[0], k[1]) for k in groups}):
-        keys = sorted((k for k in groups if k[0] == track and k[1] == scale), key=_group_order)
+        keys = _shown(
+            groups, sorted((k for k in groups if k[0] == track and k[1] == scale), key=_group_order)
+        )
         slug = _slug(track, scale)
 
         figure = Figure(figsize=(8, 5.5), dpi=100)
