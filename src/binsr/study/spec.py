@@ -56,7 +56,7 @@ import torch
 from binsr.errors import BinsrError
 from binsr.evaluate import check_scale
 from binsr.metrics import CONVENTIONS
-from binsr.train.config import parse_yaml, resolve_config
+from binsr.train.config import read_yaml_file, resolve_config
 
 __all__ = ["RecordKey", "Study", "StudyRun", "load_study", "parse_study"]
 
@@ -268,14 +268,7 @@ def load_study(path: str | Path, results_dir: str | Path | None = None) -> Study
     ``DIR/results/study.json`` and the report to ``DIR/RESULTS.md``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise BinsrError(f"study file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise BinsrError(f"cannot read study file {path}: {error}") from None
-    raw = parse_yaml(text, str(path))
-    return parse_study(raw, path, results_dir)
+    return parse_study(read_yaml_file(path, "study"), path, results_dir)
 
 
 def parse_study(raw: Any, path: str | Path, results_dir: str | Path | None = None) -> Study:

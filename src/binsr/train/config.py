@@ -184,16 +184,21 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
         raise BinsrError(f"cannot parse YAML in {source}: {reason}") from None
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """Read config file ``path``, apply ``key=value`` ``overrides`` and return the resolved config."""
-    path = Path(path)
+def read_yaml_file(path: Path, kind: str) -> Any:
+    """The parsed YAML file ``path``; a one-line BinsrError naming the ``kind`` of file otherwise."""
     if not path.is_file():
-        raise BinsrError(f"config file not found: {path}")
+        raise BinsrError(f"{kind} file not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise BinsrError(f"cannot read config file {path}: {error}") from None
-    raw = parse_yaml(text, str(path))
+        raise BinsrError(f"cannot read {kind} file {path}: {error}") from None
+    return parse_yaml(text, str(path))
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read config file ``path``, apply ``key=value`` ``overrides`` and return the resolved config."""
+    path = Path(path)
+    raw = read_yaml_file(path, "config")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
