@@ -146,6 +146,23 @@ def test_grid_expansion_and_twin_pairing(images: Path, tmp_path: Path) -> None:
         select_runs(study, ["nothing/*"])
 
 
+def test_plateau_ladder_trains_each_factor(images: Path, tmp_path: Path) -> None:
+    raw = grid_raw(images)
+    raw["plateau"] = {"factor": [4, 2], "seeds": [0]}
+    study = parse_study(raw, tmp_path / "grid.yaml", tmp_path / "out")
+    plateau = [run for run in study.runs if run.kind == "plateau"]
+    short_twins = {run.run_id for run in study.runs if run.kind == "twin" and "-s0" in run.run_id}
+    assert sorted({run.iterations for run in plateau}) == [60, 120] and len(plateau) == 2 * len(short_twins)
+    for run in plateau:  # the same schedule shape at each length
+        factor = run.iterations // 30
+        assert run.config["train"]["scheduler"]["milestones"] == [20 * factor]
+        assert run.config["train"]["scheduler"]["warmup_iterations"] == 5 * factor
+    # the 2x runs are the same runs as with factor: 2 alone (same ids, so nothing is retrained)
+    raw["plateau"] = {"factor": 2, "seeds": [0]}
+    doubled = {run.run_id for run in parse_study(raw, tmp_path / "grid.yaml", tmp_path / "out").runs}
+    assert {run.run_id for run in plateau if run.iterations == 60} <= doubled
+
+
 def test_run_ids_are_stable_and_follow_the_recipe(images: Path, tmp_path: Path) -> None:
     first = parse_study(grid_raw(images), tmp_path / "a.yaml", tmp_path / "out")
     again = parse_study(grid_raw(images), tmp_path / "b.yaml", tmp_path / "out")
@@ -416,6 +433,20 @@ def test_report_from_study_json(tmp_path: Path) -> None:
     assert "| ours | base (twin shared with 1 more) | 32 | 100 | 2 |" in text
     assert "| ours | nothr |" not in text
 
+    # a plateau ladder (100, 200, 400 iterations) gets one row per doubling
+    ladder = copy.deepcopy(FIXTURE)
+    longest = copy.deepcopy(FIXTURE["runs"][-1])
+    longest.update(iterations=400, checkpoint="runs/longest.safetensors")
+    longest["scores"]["Set5"]["psnr"] = 30.3
+    ladder["runs"].append(longest)
+    results.write_text(json.dumps(ladder))
+    write_report(results, report)
+    plateau = [line for line in report.read_text().splitlines() if line.startswith("| bbcu_l/base | 1 |")]
+    assert plateau == [
+        "| bbcu_l/base | 1 | 30.00 (100) | 30.05 (200) | +0.050 | yes |",
+        "| bbcu_l/base | 1 | 30.05 (200) | 30.30 (400) | +0.250 | no |",
+    ]
+
 
 # ------------------------------------------------------------------------------------ bad input
 
@@ -438,6 +469,8 @@ def test_report_from_study_json(tmp_path: Path) -> None:
             "distillation needs twins: true",
         ),
         (lambda raw: raw.update(plateau={"factor": 1}), "plateau.factor must be an integer >= 2"),
+        (lambda raw: raw.update(plateau={"factor": [2, "4"]}), "plateau.factor must be an integer >= 2"),
+        (lambda raw: raw.update(plateau={"factor": [2, 2]}), "plateau.factor lists a factor twice"),
         (lambda raw: raw["eval"].update(sets={}), "eval.sets must map set names"),
     ],
 )

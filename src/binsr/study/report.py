@@ -13,6 +13,7 @@ the curves each record carries). Everything is sorted, so the same ``study.json`
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import os
@@ -312,7 +313,11 @@ def _best_ours(
 
 
 def _plateau(groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tuple[Any, ...]]) -> list[str]:
-    """The plateau check: full-precision runs at several iteration counts, Set5 gain of the longest."""
+    """The plateau check: Set5 gain of each full-precision twin from one iteration count to the next.
+
+    With twins at N, 2N and 4N iterations (``plateau.factor: [2, 4]``) a network gets two rows,
+    N → 2N and 2N → 4N, so the table also says which budget would have plateaued.
+    """
     by_network: dict[tuple[Any, ...], dict[int, list[dict[str, Any]]]] = {}
     for key in keys:
         _, _, model, variant, binary, iterations = key
@@ -321,22 +326,21 @@ def _plateau(groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tup
     merged: dict[tuple[Any, ...], list[str]] = {}
     values: dict[tuple[Any, ...], tuple[int, int, float, float, int]] = {}
     for (model, variant), runs in sorted(by_network.items()):
-        if len(runs) < 2:
-            continue
-        short_n, long_n = min(runs), max(runs)
-        long_by_seed = {r["seed"]: r for r in runs[long_n] if "Set5" in r["scores"]}
-        pairs = [
-            (r, long_by_seed[r["seed"]])
-            for r in runs[short_n]
-            if r["seed"] in long_by_seed and "Set5" in r["scores"]
-        ]
-        if not pairs:
-            continue
-        identity = (short_n, long_n, tuple(sorted((a["checkpoint"], b["checkpoint"]) for a, b in pairs)))
-        merged.setdefault(identity, []).append(f"{model}/{variant}")
-        short = statistics.fmean(float(a["scores"]["Set5"]["psnr"]) for a, _ in pairs)
-        long = statistics.fmean(float(b["scores"]["Set5"]["psnr"]) for _, b in pairs)
-        values[identity] = (short_n, long_n, short, long, len(pairs))
+        counts = sorted(runs)
+        for short_n, long_n in itertools.pairwise(counts):
+            long_by_seed = {r["seed"]: r for r in runs[long_n] if "Set5" in r["scores"]}
+            pairs = [
+                (r, long_by_seed[r["seed"]])
+                for r in runs[short_n]
+                if r["seed"] in long_by_seed and "Set5" in r["scores"]
+            ]
+            if not pairs:
+                continue
+            identity = (short_n, long_n, tuple(sorted((a["checkpoint"], b["checkpoint"]) for a, b in pairs)))
+            merged.setdefault(identity, []).append(f"{model}/{variant}")
+            short = statistics.fmean(float(a["scores"]["Set5"]["psnr"]) for a, _ in pairs)
+            long = statistics.fmean(float(b["scores"]["Set5"]["psnr"]) for _, b in pairs)
+            values[identity] = (short_n, long_n, short, long, len(pairs))
     if not merged:
         return []
     rows = []

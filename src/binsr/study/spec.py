@@ -22,7 +22,8 @@ A study file is YAML (relative paths are taken from the file's folder)::
     scales: [4, 2]
     seeds: [0, 1, 2]
     twins: true                         # pair every binary run with its full-precision twin
-    plateau: {factor: 2, seeds: [0]}    # twin runs with factor x the iterations (same schedule shape)
+    plateau: {factor: 2, seeds: [0]}    # twin runs with factor x the iterations (same schedule shape);
+                                        # a list ([2, 4]) trains a ladder: each doubling's gain is reported
     distill: {output_weight: 1.0, feature_weight: 0.1, features: ["body.*"]}
     eval: {sets: {Set5: ..., Set14: ..., BSD100: ...}, convention: matlab, input_size: [320, 180]}
     output: {runs: ../runs/study, results: ../docs/results/study.json, report: ../docs/RESULTS.md}
@@ -117,7 +118,7 @@ class StudyRun:
     Attributes:
         run_id: its folder relative to the study's runs folder.
         kind: ``binary``, ``distill``, ``twin`` (full-precision twin), ``fp`` (a model without a binary
-            switch) or ``plateau`` (a twin with ``factor`` x the iterations).
+            switch) or ``plateau`` (a twin with one of ``plateau.factor`` x the iterations).
         config: the resolved training config (:func:`binsr.train.resolve_config`).
         records: the grid points it answers (several when identical twins are shared).
         teacher: ``run_id`` of the run whose final checkpoint is the distillation teacher.
@@ -409,13 +410,18 @@ def _parse_plateau(value: Any, seeds: list[int]) -> dict[str, Any] | None:
     spec = _mapping(value, "plateau")
     _only_keys(spec, ("factor", "seeds"), "plateau")
     factor = spec.get("factor", 2)
-    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 2:
-        raise BinsrError(f"study key plateau.factor must be an integer >= 2, got {factor!r}")
+    factors = factor if isinstance(factor, list) else [factor]
+    if not factors or any(not isinstance(f, int) or isinstance(f, bool) or f < 2 for f in factors):
+        raise BinsrError(
+            f"study key plateau.factor must be an integer >= 2 or a list of them, got {factor!r}"
+        )
+    if len(set(factors)) != len(factors):
+        raise BinsrError(f"study key plateau.factor lists a factor twice: {factor!r}")
     chosen = _int_list(spec.get("seeds", seeds[:1]), "plateau.seeds")
     missing = [s for s in chosen if s not in seeds]
     if missing:
         raise BinsrError(f"study key plateau.seeds lists seeds that are not in seeds: {missing}")
-    return {"factor": factor, "seeds": chosen}
+    return {"factors": sorted(factors), "seeds": chosen}
 
 
 # ---------------------------------------------------------------------------------------- expansion
@@ -528,8 +534,9 @@ def _expand(
                             fp_id = f"{prefix}/twin-i{iterations}-{twin_digest}-s{seed}"
                             fp_key = RecordKey(track, scale, model, variant, False, seed, iterations)
                             twin = grid.add(kind, fp_id, fp_network, recipe, fp_key, where, order)
-                            if plateau and seed in plateau["seeds"]:
-                                long = _scaled_schedule(recipe, plateau["factor"])
+                            factors = plateau["factors"] if plateau and seed in plateau["seeds"] else []
+                            for factor in factors:
+                                long = _scaled_schedule(recipe, factor)
                                 n = long["train"]["iterations"]
                                 long_id = f"{prefix}/twin-i{n}-{twin_digest}-s{seed}"
                                 long_key = RecordKey(track, scale, model, variant, False, seed, n)
