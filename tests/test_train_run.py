@@ -149,6 +149,29 @@ def test_killed_run_resumes_bit_identically(
     ]
 
 
+def test_stop_at_then_resume_equals_an_uninterrupted_run(
+    data_dir: Path, full_run: Path, tmp_path: Path
+) -> None:
+    """``--stop-at 6`` (between the checkpoints every 4) keeps the schedule; --resume ends bit-identical."""
+    config_path = write_config(tmp_path / "tiny.yaml", raw_config(data_dir, tmp_path / "runs"))
+    stopped = run_cli(["train", str(config_path), "--stop-at", "6", "--no-progress"])
+    assert stopped.returncode == 0, stopped.stderr
+    run_dir = tmp_path / "runs" / "tiny"
+    assert "trained 6 iterations" in stopped.stdout and f"binsr train --resume {run_dir}" in stopped.stdout
+    assert load_state(run_dir)[1]["iteration"] == 6
+    again = run_cli(["train", "--resume", str(run_dir), "--stop-at", "5"])
+    assert again.returncode == 2 and again.stderr.strip().splitlines() == [
+        "binsr: error: the run is already at iteration 6; stop at a later one"
+    ]
+    resumed = run_cli(["train", "--resume", str(run_dir), "--no-progress"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"trained {ITERATIONS} iterations" in resumed.stdout and "stopped early" not in resumed.stdout
+    for name in ("last.safetensors", "best.safetensors", STATE_TENSORS):
+        assert tensors_equal(load_file(full_run / name), load_file(run_dir / name)), name
+    bad = run_cli(["train", str(config_path), "--stop-at", "0"])
+    assert bad.returncode == 2 and "--stop-at must be a positive iteration, got 0" in bad.stderr
+
+
 def test_state_commit_survives_a_crash_in_each_phase(tmp_path: Path) -> None:
     old = {"w": torch.zeros(3)}
     save_state(tmp_path, old, {"iteration": 1})

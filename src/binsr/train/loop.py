@@ -12,6 +12,10 @@ Step ``i`` (0-based) of ``N``:
 5. after step ``i`` the run has done ``i + 1`` iterations: log every ``print_every``, validate every
    ``val.every`` and checkpoint every ``checkpoint_every`` iterations (and all three at the end).
 
+A run may stop early at a chosen iteration (``stop_at``, ``binsr train --stop-at N``): the schedule
+stays the configured one, a checkpoint is written there, and ``--resume`` continues it to the same
+weights an uninterrupted run ends with (a long run in chunks, or a model taken at iteration N).
+
 Only rank 0 writes files and validates. The validated and saved model is the EMA model when
 ``train.ema`` is set. A checkpoint writes ``last.safetensors`` (the model, via
 :func:`binsr.checkpoint.save_model`) and then commits the training state (:mod:`binsr.train.state`);
@@ -234,8 +238,14 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- the whole run
 
-    def run(self) -> TrainResult:
-        """Train from the current iteration to the last one; returns the run's scores."""
+    def run(self, stop_at: int | None = None) -> TrainResult:
+        """Train from the current iteration to the last one (or to ``stop_at``); returns the run's scores."""
+        end = self.iterations if stop_at is None else min(stop_at, self.iterations)
+        start = self.iteration
+        if end <= start < self.iterations:
+            if self.log is not None:
+                self.log.close()
+            raise BinsrError(f"the run is already at iteration {start}; stop at a later one")
         bar = tqdm(
             total=self.iterations,
             initial=self.iteration,
@@ -245,7 +255,7 @@ class Trainer:
             disable=not (self.dist.is_main and self.show_progress),
         )
         try:
-            while self.iteration < self.iterations:
+            while self.iteration < end:
                 started = time.perf_counter()
                 loss = self.step()
                 self.elapsed += time.perf_counter() - started
@@ -256,6 +266,9 @@ class Trainer:
                     postfix["psnr"] = f"{self._mean_psnr(self.last_val):.2f}"
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(1)
+            every = self.config["logging"]["checkpoint_every"]
+            if start < self.iteration < self.iterations and self.iteration % every:  # stopped early
+                self.checkpoint()
         finally:
             bar.close()
             if self.log is not None:
@@ -458,11 +471,13 @@ def train(
     resume: bool = False,
     device: str | None = None,
     progress: bool = True,
+    stop_at: int | None = None,
 ) -> TrainResult:
     """Train as ``config`` says, in ``run_dir`` (default ``<path.runs>/<name>``); see the module doc.
 
     Joins the ``torchrun`` process group when launched by ``torchrun``. With ``resume`` the run continues
-    from the run directory's last committed state.
+    from the run directory's last committed state. With ``stop_at`` it stops after that iteration (with a
+    checkpoint), on the configured schedule.
     """
     run_dir = Path(run_dir) if run_dir is not None else Path(config["path"]["runs"]) / config["name"]
     dist = init_distributed(device)
@@ -471,7 +486,7 @@ def train(
             torch.backends.cudnn.benchmark = True
         prepare_run_dir(config, run_dir, resume, dist)
         trainer = Trainer(config, run_dir, resume=resume, dist=dist, progress=progress)
-        return trainer.run()
+        return trainer.run(stop_at)
     finally:
         with contextlib.suppress(Exception):
             cleanup(dist)
