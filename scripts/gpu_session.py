@@ -11,7 +11,7 @@ shipped x2 configs (``configs/default_x2[_fp].yaml``) train beside them.
    train together, so the measured seconds per iteration include the sharing.
 2. The iteration counts that finish inside the budget: the study's ``train.iterations`` (a multiple of
    500, from each network's calibrated speed times SUSTAINED, the runs scheduled longest first over
-   ``--jobs`` workers, plateau runs twice as long) and the shipped pair's (both the same).
+   ``--jobs`` workers, plateau runs ``plateau.factor`` x as long) and the shipped pair's (both the same).
    ``studies/cpu.yaml`` is rewritten with that count and the expected seconds per iteration.
 3. Both trainings run to the end or to the deadline; what finished is packed under ``--out`` (at most
    seven files): ``study_<k>.tar.gz`` (study.json and every finished run's done.json, config, metrics
@@ -63,8 +63,6 @@ SUSTAINED = 2.5
 """Sustained seconds per iteration over calibrated ones. On the H200 lent on 2026-11-26, 60 calibration
 iterations (while the other runs were still starting) gave 0.025 s/it; the 32-channel runs then trained
 at 0.045-0.085 s/it (BBCU-L and the twins) and 0.15-0.21 s/it (``ours``) with 15 processes sharing it."""
-FACTOR = {"plateau": 2.0}
-"""Iterations of a run in units of ``train.iterations``."""
 
 
 def log(message: str) -> None:
@@ -261,8 +259,11 @@ def main() -> int:
     # 2. iteration counts inside what is left
     left = (deadline - time.monotonic()) * RESERVE
     slowest = max(speeds.values())
-    runs = select_runs(load_study(study_file, work / "study"), args.only)
-    costs = [SUSTAINED * speeds.get(network_of(run), slowest) * FACTOR.get(run.kind, 1.0) for run in runs]
+    study = load_study(study_file, work / "study")
+    base = next(run.iterations for run in study.runs if run.kind != "plateau")  # train.iterations
+    runs = select_runs(study, args.only)
+    # a run's cost in units of train.iterations: plateau runs are factor x longer (2, or 4 in a ladder)
+    costs = [SUSTAINED * speeds.get(network_of(run), slowest) * run.iterations / base for run in runs]
     per_iteration = makespan(costs, args.jobs)  # seconds of the busiest worker per train.iterations
     per_run_overhead = 25.0  # start-up, data loading, validation and scoring of one run
     runs_per_worker = math.ceil(len(costs) / args.jobs)
