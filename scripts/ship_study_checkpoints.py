@@ -21,8 +21,7 @@ from pathlib import Path
 from binsr.fileio import atomic_write_bytes
 from binsr.study import load_results
 from binsr.study.report import best_variant
-
-KEYS = ("track", "scale", "model", "variant", "binary", "seed", "iterations")
+from binsr.study.runner import RECORD_FIELDS, record_key
 
 
 def main() -> int:
@@ -41,13 +40,13 @@ def main() -> int:
         (_, _, model, variant, _, iterations), _ = best
         for binary in (True, False):
             wanted = (track, scale, model, variant, binary, args.seed, iterations)
-            record = next((r for r in records if tuple(r[k] for k in KEYS) == wanted), None)
+            record = next((r for r in records if record_key(r) == wanted), None)
             if record is None:
                 print(f"no seed-{args.seed} record for {wanted}; skipped")
                 continue
             name = f"{track}_x{scale}_{model}_{variant}_{'bin' if binary else 'fp'}_s{args.seed}.safetensors"
             shutil.copyfile(args.results.parent / record["checkpoint"], args.out / name)
-            index.append({"file": name, **{k: record[k] for k in KEYS}, "scores": record["scores"]})
+            index.append({"file": name, **{k: record[k] for k in RECORD_FIELDS}, "scores": record["scores"]})
             scores = ", ".join(f"{k} {v['psnr']:.3f}" for k, v in record["scores"].items())
             print(f"{name}: {scores}")
     text = json.dumps(index, indent=1) + "\n"

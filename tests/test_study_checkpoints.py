@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 
 from binsr.evaluate import evaluate, resolve_upscaler
+from binsr.study.runner import record_key
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
-KEYS = ("track", "scale", "model", "variant", "binary", "seed", "iterations")
 
 
 def test_kept_study_checkpoints_reproduce_their_scores(data_dir: Path) -> None:
@@ -23,7 +23,7 @@ def test_kept_study_checkpoints_reproduce_their_scores(data_dir: Path) -> None:
     records = json.loads((RESULTS / "study.json").read_text(encoding="utf-8"))["runs"]
     assert {entry["binary"] for entry in index} == {True, False}
     for entry in index:
-        record = next(r for r in records if all(r[k] == entry[k] for k in KEYS))
+        record = next(r for r in records if record_key(r) == record_key(entry))
         assert record["scores"] == entry["scores"]  # the index copies study.json
         upscaler = resolve_upscaler(str(RESULTS / "checkpoints" / entry["file"]), entry["scale"])
         folders = [str(data_dir / "Set5"), str(data_dir / "Set14")]

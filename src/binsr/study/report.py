@@ -326,8 +326,7 @@ def _plateau(groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tup
     merged: dict[tuple[Any, ...], list[str]] = {}
     values: dict[tuple[Any, ...], tuple[int, int, float, float, int]] = {}
     for (model, variant), runs in sorted(by_network.items()):
-        counts = sorted(runs)
-        for short_n, long_n in itertools.pairwise(counts):
+        for short_n, long_n in itertools.pairwise(sorted(runs)):
             long_by_seed = {r["seed"]: r for r in runs[long_n] if "Set5" in r["scores"]}
             pairs = [
                 (r, long_by_seed[r["seed"]])

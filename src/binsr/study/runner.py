@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import fnmatch
 import json
 import math
@@ -285,9 +286,13 @@ def record_of(study: Study, run: StudyRun, key: RecordKey, done: dict[str, Any])
     }
 
 
+RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(RecordKey))
+"""The fields of a ``study.json`` record that identify it (those of :class:`RecordKey`)."""
+
+
 def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
     """The identity of a ``study.json`` record (a later record with the same key replaces it)."""
-    return tuple(record[k] for k in ("track", "scale", "model", "variant", "binary", "seed", "iterations"))
+    return tuple(record[k] for k in RECORD_FIELDS)
 
 
 def sync_results(study: Study, report: bool = True) -> int:
