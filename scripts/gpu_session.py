@@ -115,12 +115,14 @@ def study_text(
 
 
 def start_study(
-    study: Path, results: Path, only: list[str], jobs: int, device: str, log_file: Path
+    study: Path, results: Path, only: list[str], jobs: int, device: str, log_file: Path, compile_model: bool
 ) -> subprocess.Popen:
-    """``binsr study`` on the runs matching ``only``, ``jobs`` at a time with one torch thread each."""
+    """``binsr study`` on the runs matching ``only``, ``jobs`` at a time with one torch thread each
+    (through ``torch.compile`` with ``compile_model``)."""
     args = [sys.executable, "-m", "binsr", "study", str(study), "--results", str(results)]
     args += [f"--only={pattern}" for pattern in only]
     args += ["--jobs", str(jobs), "--threads", "1", "--device", device, "--keep-going", "--no-progress"]
+    args += ["--compile"] if compile_model else []
     return subprocess.Popen(
         args, stdout=log_file.open("wb"), stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
     )
@@ -215,6 +217,9 @@ def main() -> int:
         metavar="NAME",
         help="score the study runs on these of its sets only (the others: 'binsr study' here, later)",
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="study runs through torch.compile (binsr study --compile)"
+    )
     parser.add_argument("--max-iterations", type=int, default=30000)
     parser.add_argument("--calibration-iterations", type=int, default=60)
     parser.add_argument("--set", dest="extra", action="append", default=[], help="shipped config overrides")
@@ -240,7 +245,13 @@ def main() -> int:
     cal_runs = calibration_runs(select_runs(cal, args.only), args.jobs)
     cal_labels = [run.labels[0] for run in cal_runs]
     study_proc = start_study(
-        cal_study, cal_results, cal_labels, args.jobs, args.device, work / "calibration_study.log"
+        cal_study,
+        cal_results,
+        cal_labels,
+        args.jobs,
+        args.device,
+        work / "calibration_study.log",
+        args.compile,
     )
     shipped_cal = work / "calibration_shipped"
     try:
@@ -288,7 +299,9 @@ def main() -> int:
     run_file.write_text(study_text(run_source, n, speed, args.eval_sets), encoding="utf-8")
 
     # 3. train both, up to the deadline
-    study_proc = start_study(run_file, work / "study", args.only, args.jobs, args.device, work / "study.log")
+    study_proc = start_study(
+        run_file, work / "study", args.only, args.jobs, args.device, work / "study.log", args.compile
+    )
     shipped_runs = work / "shipped"
     shipped = {
         c: launch(

@@ -153,3 +153,33 @@ def test_set_progress_reaches_every_binary_conv() -> None:
     model = create_model("irnet", scale=2, **TINY)
     model.set_progress(1.0)
     assert all(m.input_binarizer.t == pytest.approx(10.0) for m in model.binary_convs())
+
+
+def _ours_ingredients() -> list[dict[str, str]]:
+    from binsr.binarize import list_activation_binarizers, list_weight_binarizers
+    from binsr.layers import list_attention
+
+    return (
+        [{"surrogate": name} for name in list_activation_binarizers() if name != "identity"]
+        + [{"weight_binarizer": name} for name in list_weight_binarizers() if name != "identity"]
+        + [{"attention": name} for name in list_attention()]
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [(name, {}) for name in ZOO] + [("ours", kwargs) for kwargs in _ours_ingredients()],
+    ids=lambda value: value if isinstance(value, str) else "-".join(value.values()),
+)
+def test_forward_reads_no_tensor_value(name: str, kwargs: dict[str, str]) -> None:
+    """After its first call a model's forward has no data-dependent Python branch: it traces as one
+    graph. On a GPU a branch on a tensor's value waits for the device queue, every call."""
+    import torch._dynamo as dynamo
+
+    net = create_model(name, scale=2, **TINY, **kwargs)
+    x = torch.rand(1, 3, 6, 6)
+    net(x)  # lazy initialisations (e.g. learnable weight scales) happen here, once
+    dynamo.reset()
+    explained = dynamo.explain(net)(x)
+    reasons = [reason.reason.splitlines()[0] for reason in explained.break_reasons]
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, reasons

@@ -529,7 +529,9 @@ class LearnableScaleWeight(ScaledSignWeight):
     """``W_b = α ⊙ sign(W)`` with α a learnable per-output-channel parameter.
 
     α is initialised to ``mean|W_o|``: from ``weight`` if given at construction, otherwise on the
-    first forward call (a buffer records that, so a loaded checkpoint is not re-initialised).
+    first forward call (a buffer records that, so a loaded checkpoint is not re-initialised). The
+    buffer is read once, on the first call after construction or loading, and a Python flag answers
+    afterwards: reading a CUDA tensor's value in every forward would stall the GPU queue each time.
     Backward: ``∂/∂W = grad_out · 1[|W| <= clip]`` (STE; ``clip = None`` for no restriction) and
     ``∂/∂α_o = Σ sign(W_o) · grad_out_o``.
     """
@@ -538,6 +540,7 @@ class LearnableScaleWeight(ScaledSignWeight):
         super().__init__(out_channels, clip)
         self.alpha = nn.Parameter(torch.ones(out_channels))
         self.register_buffer("alpha_initialized", torch.zeros((), dtype=torch.bool))
+        self._alpha_checked = False  # alpha_initialized has been read since construction / loading
         if weight is not None:
             self.init_alpha(weight)
 
@@ -546,11 +549,18 @@ class LearnableScaleWeight(ScaledSignWeight):
         """Set ``α_o = mean|W_o|``."""
         self.alpha.copy_(weight.abs().flatten(1).mean(1))
         self.alpha_initialized.fill_(True)
+        self._alpha_checked = True
 
     def scale(self, weight: Tensor) -> Tensor:
-        if not self.alpha_initialized:
-            self.init_alpha(weight)
+        if not self._alpha_checked:
+            if not self.alpha_initialized:
+                self.init_alpha(weight)
+            self._alpha_checked = True
         return self.alpha
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._alpha_checked = False  # the loaded buffer decides again at the next forward
 
 
 @register_weight_binarizer("ma2019")

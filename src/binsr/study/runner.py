@@ -181,9 +181,12 @@ def device_name(device: str | None) -> str:
 
 
 def execute_run(
-    study: Study, run: StudyRun, device: str | None = None, progress: bool = True
+    study: Study, run: StudyRun, device: str | None = None, progress: bool = True, compile_model: bool = False
 ) -> dict[str, Any]:
-    """Train ``run`` (continuing a partial run), score its final checkpoint and write ``done.json``."""
+    """Train ``run`` (continuing a partial run), score its final checkpoint and write ``done.json``.
+
+    ``compile_model`` trains through ``torch.compile`` (:class:`binsr.train.Trainer`); it is not part of
+    the run's identity (only rounding differs), and ``done.json`` records it."""
     from binsr.train import LAST_FILE, train
     from binsr.train.loop import BEST_FILE
     from binsr.train.state import STATE_JSON
@@ -196,7 +199,9 @@ def execute_run(
     if not resume:  # killed before its first checkpoint: start afresh
         for name in (LAST_FILE, BEST_FILE):
             (run_dir / name).unlink(missing_ok=True)
-    result = train(run.config, run_dir, resume=resume, device=device, progress=progress)
+    result = train(
+        run.config, run_dir, resume=resume, device=device, progress=progress, compile_model=compile_model
+    )
     if result.iteration != run.iterations:
         raise BinsrError(f"run {run.run_id} stopped at iteration {result.iteration} of {run.iterations}")
     state = _read_json(run_dir / STATE_JSON)
@@ -208,6 +213,7 @@ def execute_run(
         "iterations": result.iteration,
         "train_seconds": round(float(state.get("elapsed", 0.0)), 1),
         "device": device_name(device),
+        "compiled": compile_model,
         "checkpoint": str(run_dir / LAST_FILE),
         **score_checkpoint(
             run_dir / LAST_FILE, run.config["scale"], study.eval_sets, study.convention, study.input_size
@@ -378,6 +384,7 @@ def run_study(
     keep_going: bool = False,
     threads: int | None = None,
     score_only: bool = False,
+    compile_model: bool = False,
     out: TextIO | None = None,
 ) -> int:
     """Run the selected runs of ``study`` one after another (or ``jobs`` at a time); returns an exit code.
@@ -388,7 +395,8 @@ def run_study(
     the study, or with ``keep_going`` is reported and the rest go on (exit code 1 at the end).
     ``threads`` is the torch thread count of each run (default: torch's for one job, else cores / jobs).
     Finished runs are first scored on any evaluation set their ``done.json`` lacks
-    (:func:`complete_scores`); with ``score_only`` nothing is trained.
+    (:func:`complete_scores`); with ``score_only`` nothing is trained. ``compile_model``: train every
+    run through ``torch.compile`` (:func:`execute_run`).
     """
     out = out or sys.stdout
     if jobs < 1 or (threads is not None and threads < 1):
@@ -443,7 +451,7 @@ def run_study(
                 pending.remove(run)
                 out.write(f"[{finished + len(running) + 1}/{total}] training {_describe(run)}\n")
                 out.flush()
-                running[executor.submit(execute_run, study, run, device, progress)] = run
+                running[executor.submit(execute_run, study, run, device, progress, compile_model)] = run
             if not running:
                 if pending:
                     raise BinsrError(

@@ -6,11 +6,17 @@ Step ``i`` (0-based) of ``N``:
    ``model.set_progress(i / N)`` when the model has it;
 2. take this rank's slice of global batch ``i`` (:meth:`~binsr.train.data.PatchSampler.batch`);
 3. forward (under ``torch.autocast`` float16 on CUDA when ``train.amp``), L1 loss plus the optional
-   distillation terms; the loss is averaged over ranks and a non-finite value stops the run
-   *before* the weights are touched;
+   distillation terms, averaged over ranks;
 4. backward, optional gradient-norm clipping, optimizer step, EMA update;
 5. after step ``i`` the run has done ``i + 1`` iterations: log every ``print_every``, validate every
    ``val.every`` and checkpoint every ``checkpoint_every`` iterations (and all three at the end).
+
+The losses stay on the device until a log row, a validation or a checkpoint reads them all at once:
+reading a GPU tensor every step would make the host wait for the GPU every step, and a small network
+is bound by the host's kernel launches. Nothing else in a step reads a device value (the model's
+forward traces without a graph break, ``tests/test_models.py``). A non-finite loss stops the run when
+it is read, naming the iteration it came from, before anything is validated or written; so no
+checkpoint ever holds weights that a non-finite loss has updated.
 
 A run may stop early at a chosen iteration (``stop_at``, ``binsr train --stop-at N``): the schedule
 stays the configured one, a checkpoint is written there, and ``--resume`` continues it to the same
@@ -105,10 +111,20 @@ class Trainer:
         resume: continue from the run directory's training state.
         dist: this process's place in the process group.
         progress: show a tqdm bar on rank 0.
+        compile_model: train through ``torch.compile`` of the model (TorchInductor fuses the
+            binarizers' and attention's element-wise operations into few kernels). The saved and
+            validated models are the plain modules; only rounding differs from an eager run.
     """
 
     def __init__(
-        self, config: dict[str, Any], run_dir: Path, *, resume: bool, dist: DistInfo, progress: bool = True
+        self,
+        config: dict[str, Any],
+        run_dir: Path,
+        *,
+        resume: bool,
+        dist: DistInfo,
+        progress: bool = True,
+        compile_model: bool = False,
     ) -> None:
         self.config, self.run_dir, self.dist, self.show_progress = config, run_dir, dist, progress
         train = config["train"]
@@ -162,6 +178,8 @@ class Trainer:
         self.saved_iteration: int | None = None
         self.elapsed = 0.0
         self.window = [0.0, 0]  # loss sum and count since the last logged row
+        self.pending_losses: list[torch.Tensor] = []  # this rank's mean losses not yet read, on the device
+        self.last_loss: float | None = None
         if resume:
             self._load()
         self.log = (
@@ -175,6 +193,8 @@ class Trainer:
             self.net = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        if compile_model:
+            self.net = torch.compile(self.net)
 
     # ------------------------------------------------------------------------------------ the model
 
@@ -189,15 +209,16 @@ class Trainer:
         if self.ema is None or self.ema_decay is None:
             return
         decay = min(self.ema_decay, (1 + step) / (10 + step))
-        for ema_param, param in zip(self.ema.parameters(), self.model.parameters(), strict=True):
-            ema_param.lerp_(param.detach(), 1.0 - decay)
-        for ema_buffer, buffer in zip(self.ema.buffers(), self.model.buffers(), strict=True):
-            ema_buffer.copy_(buffer)
+        # Multi-tensor kernels: one launch for all parameters instead of one per tensor.
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1.0 - decay)
+        buffers = list(self.ema.buffers())
+        if buffers:
+            torch._foreach_copy_(buffers, list(self.model.buffers()))
 
     # ------------------------------------------------------------------------------------- one step
 
-    def step(self) -> float:
-        """Run training step ``self.iteration`` and return its loss (averaged over ranks)."""
+    def step(self) -> None:
+        """Run training step ``self.iteration``; its loss (averaged over ranks) joins ``pending_losses``."""
         i = self.iteration
         lr_value = learning_rate(
             self.config["train"]["optimizer"]["lr"], self.config["train"]["scheduler"], self.iterations, i
@@ -206,15 +227,15 @@ class Trainer:
             group["lr"] = lr_value
         _set_progress(self.model, i / self.iterations)
         lr, hr = self.sampler.batch(self.seed, i, self.batch_size, self.dist.rank, self.dist.world_size)
+        if self.device.type == "cuda":  # a copy from pageable memory would wait for the GPU queue
+            lr, hr = lr.pin_memory(), hr.pin_memory()
         lr, hr = lr.to(self.device, non_blocking=True), hr.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             sr = self.net(lr)
             loss = (sr.float() - hr).abs().mean()
             if self.distiller is not None:
                 loss = loss + self.distiller.loss(lr, sr.float())
-        loss_value = float(all_mean(loss.detach(), self.dist))
-        if not math.isfinite(loss_value):
-            raise self._divergence(f"loss is {loss_value}")
+        self.pending_losses.append(all_mean(loss.detach().float(), self.dist))
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config["train"]["grad_clip"] is not None:
@@ -224,17 +245,30 @@ class Trainer:
         self.scaler.update()
         self._update_ema(i)
         self.iteration = i + 1
-        self.window[0] += loss_value
-        self.window[1] += 1
-        return loss_value
 
-    def _divergence(self, reason: str) -> BinsrError:
+    def read_losses(self) -> None:
+        """Read the pending losses (one wait for the device), add them to the log window, and stop the
+        run at the first non-finite one."""
+        if not self.pending_losses:
+            return
+        values = torch.stack(self.pending_losses).tolist()
+        self.pending_losses = []
+        first = self.iteration - len(values) + 1
+        for offset, value in enumerate(values):
+            if not math.isfinite(value):
+                raise self._divergence(f"loss is {value}", first + offset)
+        self.window[0] += sum(values)
+        self.window[1] += len(values)
+        self.last_loss = values[-1]
+
+    def _divergence(self, reason: str, iteration: int | None = None) -> BinsrError:
         kept = (
             f"the last good checkpoint (iteration {self.saved_iteration}) is kept in {self.run_dir}"
             if self.saved_iteration is not None
             else "no checkpoint had been saved yet"
         )
-        return BinsrError(f"training diverged at iteration {self.iteration + 1}: {reason}; {kept}")
+        at = self.iteration if iteration is None else iteration
+        return BinsrError(f"training diverged at iteration {at}: {reason}; {kept}")
 
     # ------------------------------------------------------------------------------- the whole run
 
@@ -257,11 +291,11 @@ class Trainer:
         try:
             while self.iteration < end:
                 started = time.perf_counter()
-                loss = self.step()
+                self.step()
                 self.elapsed += time.perf_counter() - started
                 maybe_kill("step", self.iteration)
                 self._after_step()
-                postfix = {"loss": f"{loss:.4g}"}
+                postfix = {"loss": f"{self.last_loss:.4g}"} if self.last_loss is not None else {}
                 if self.last_val:
                     postfix["psnr"] = f"{self._mean_psnr(self.last_val):.2f}"
                 bar.set_postfix(postfix, refresh=False)
@@ -283,6 +317,8 @@ class Trainer:
         """Logging, validation and checkpointing due after the step that made ``self.iteration``."""
         it, last = self.iteration, self.iteration == self.iterations
         logging = self.config["logging"]
+        if it % logging["print_every"] == 0 or last:
+            self.read_losses()
         if self.log is not None and (it % logging["print_every"] == 0 or last):
             self.log.add(it, self._row())
             self.window = [0.0, 0]
@@ -305,6 +341,7 @@ class Trainer:
 
     def validate(self) -> None:
         """Score the eval model on every validation folder (rank 0), log it and keep the best model."""
+        self.read_losses()
         if self.dist.is_main:
             model = self.eval_model
             _set_progress(model, self.iteration / self.iterations)
@@ -344,6 +381,7 @@ class Trainer:
 
     def checkpoint(self) -> None:
         """Write ``last.safetensors`` and commit the training state (rank 0), then sync the ranks."""
+        self.read_losses()
         if self.dist.is_main:
             self._check_finite()
             save_model(self.run_dir / LAST_FILE, self.eval_model, extra=self._model_extra())
@@ -472,12 +510,13 @@ def train(
     device: str | None = None,
     progress: bool = True,
     stop_at: int | None = None,
+    compile_model: bool = False,
 ) -> TrainResult:
     """Train as ``config`` says, in ``run_dir`` (default ``<path.runs>/<name>``); see the module doc.
 
     Joins the ``torchrun`` process group when launched by ``torchrun``. With ``resume`` the run continues
     from the run directory's last committed state. With ``stop_at`` it stops after that iteration (with a
-    checkpoint), on the configured schedule.
+    checkpoint), on the configured schedule. ``compile_model``: see :class:`Trainer`.
     """
     run_dir = Path(run_dir) if run_dir is not None else Path(config["path"]["runs"]) / config["name"]
     dist = init_distributed(device)
@@ -485,7 +524,9 @@ def train(
         if dist.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         prepare_run_dir(config, run_dir, resume, dist)
-        trainer = Trainer(config, run_dir, resume=resume, dist=dist, progress=progress)
+        trainer = Trainer(
+            config, run_dir, resume=resume, dist=dist, progress=progress, compile_model=compile_model
+        )
         return trainer.run(stop_at)
     finally:
         with contextlib.suppress(Exception):
