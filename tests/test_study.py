@@ -161,6 +161,13 @@ def test_plateau_ladder_trains_each_factor(images: Path, tmp_path: Path) -> None
     raw["plateau"] = {"factor": 2, "seeds": [0]}
     doubled = {run.run_id for run in parse_study(raw, tmp_path / "grid.yaml", tmp_path / "out").runs}
     assert {run.run_id for run in plateau if run.iterations == 60} <= doubled
+    # raising the budget to 60 (the same schedule shape) makes the 60-iteration plateau twins the
+    # study's twins and its 120 ones the plateau runs of the new budget: the same ids, nothing retrained
+    raw["base"]["train"]["iterations"] = 60
+    raw["base"]["train"]["scheduler"] = {"type": "multistep", "milestones": [40], "warmup_iterations": 10}
+    longer = parse_study(raw, tmp_path / "grid.yaml", tmp_path / "out").runs
+    reused = {run.run_id for run in longer if run.kind in ("twin", "plateau") and "-s0" in run.run_id}
+    assert reused == {run.run_id for run in plateau}
 
 
 def test_run_ids_are_stable_and_follow_the_recipe(images: Path, tmp_path: Path) -> None:

@@ -35,9 +35,12 @@ twin (``binary: false``, distillation off, same iterations). Twins whose network
 ``ours`` variants that differ only in the surrogate) are trained once and answer for all of them.
 Distillation runs use their twin's final checkpoint as the teacher, so the twin is a dependency.
 
-Each run lives in ``<output.runs>/<track>/x<scale>/<id>``, where ``<id>`` ends in a digest of everything
-that determines the training (the study file's own text of the recipe, the network, the teacher), so
-editing the recipe starts new runs instead of resuming stale ones. Labels used by ``--only`` are
+Each run lives in ``<output.runs>/<track>/x<scale>/<id>``, where ``<id>`` holds the run's length
+(``i<N>``) and ends in a digest of everything else that determines the training (the study file's own
+text of the recipe with the schedule as fractions of its length, the network, the teacher), so editing
+the recipe starts new runs instead of resuming stale ones, while a run N iterations long has one id
+whether N is the study's ``train.iterations`` or a plateau run's multiple of a shorter one: raising the
+budget to a length a plateau ladder has reached reuses those runs. Labels used by ``--only`` are
 ``<track>/x<scale>/<model>/<variant>/<bin|fp>/s<seed>/i<iterations>``.
 """
 
@@ -214,6 +217,25 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def schedule_shape(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """``recipe`` with its length taken out, for run digests: ``train.iterations`` dropped, the
+    scheduler's ``warmup_iterations`` and ``milestones`` as fractions of it. Recipes that
+    :func:`_scaled_schedule` maps onto each other have the same shape (``i / n`` is correctly rounded,
+    so equal fractions are equal floats)."""
+    out = copy.deepcopy(dict(recipe))
+    train = dict(out.get("train") or {})
+    iterations = train.pop("iterations")
+    scheduler = dict(train.get("scheduler") or {})
+    if scheduler.get("milestones"):
+        scheduler["milestones"] = [int(m) / iterations for m in scheduler["milestones"]]
+    if scheduler.get("warmup_iterations"):
+        scheduler["warmup_iterations"] = int(scheduler["warmup_iterations"]) / iterations
+    if scheduler:
+        train["scheduler"] = scheduler
+    out["train"] = train
+    return out
 
 
 def _accepts_binary(model: str) -> bool:
@@ -510,7 +532,7 @@ def _expand(
                     raise BinsrError(
                         f"study track {track}: config key train.iterations must be a positive integer"
                     )
-                view = {k: v for k, v in recipe.items() if k not in DIGEST_IGNORED}
+                view = schedule_shape({k: v for k, v in recipe.items() if k not in DIGEST_IGNORED})
                 order = (t_index, seed_index, s_index)
                 prefix = f"{track}/x{scale}"
                 for model, mspec in models.items():
