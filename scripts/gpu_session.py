@@ -28,6 +28,11 @@ it there)::
     export PYTHONPATH=$PWD/src OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
     python scripts/gpu_session.py --out $OUT --data .gpu_data --budget 540 --jobs 13 \
         --eval-sets Set5 Set14 --only 'cpu/x*/ours/base/*' --only 'cpu/x*/bbcu_l/base/*'
+
+``--study-only`` skips steps 1 and 2 and the shipped pair: ``studies/cpu.yaml`` runs as committed (so
+every run keeps its id) until the deadline, and runs stopped there are packed with their training
+state to be resumed elsewhere (:func:`pack_study`). ``--compile`` trains the study through
+``torch.compile``.
 """
 
 from __future__ import annotations
@@ -97,12 +102,7 @@ def study_text(
         text,
         count=1,
     )
-    if sets is not None:
-        head, block = text.split("\neval:\n  sets:\n", 1)
-        lines = block.splitlines(keepends=True)
-        entries = [line for line in lines if line.startswith("    ")]
-        kept = [line for line in entries if line.split(":")[0].strip() in sets]
-        text = head + "\neval:\n  sets:\n" + "".join(kept) + "".join(lines[len(entries) :])
+    text = keep_sets(text, sets)
     if seconds is not None:
         text = re.sub(
             r"(?m)^    seconds_per_iteration: .*$",
@@ -112,6 +112,18 @@ def study_text(
             count=1,
         )
     return text
+
+
+def keep_sets(text: str, sets: list[str] | None) -> str:
+    """A study file's text with only the evaluation ``sets`` named (all when ``None``); the runs' ids do
+    not depend on them."""
+    if sets is None:
+        return text
+    head, block = text.split("\neval:\n  sets:\n", 1)
+    lines = block.splitlines(keepends=True)
+    entries = [line for line in lines if line.startswith("    ")]
+    kept = [line for line in entries if line.split(":")[0].strip() in sets]
+    return head + "\neval:\n  sets:\n" + "".join(kept) + "".join(lines[len(entries) :])
 
 
 def start_study(
@@ -198,6 +210,79 @@ def pack(files: list[tuple[Path, str]], out: Path, stem: str, max_parts: int) ->
     return archives, left_out
 
 
+PARTIAL_FILES = (
+    "config.yaml",
+    "metrics.csv",
+    "last_state.json",
+    "last_state.safetensors",
+    "last.safetensors",
+)
+"""What a run stopped at the deadline needs to be continued elsewhere (``binsr study`` resumes it)."""
+
+
+def pack_study(study_root: Path, out: Path, session: dict, max_parts: int) -> list[str]:
+    """Pack the study under ``study_root``: study.json and the finished runs' records first, then their
+    checkpoints (``ours`` and twins before the others), then the runs stopped at the deadline, whole
+    enough to resume (most advanced first). Names are relative to ``study_root``
+    (``runs/<track>/x<scale>/<id>/...``, ``results/study.json``)."""
+    runs_root = study_root / "runs"
+    done_dirs = sorted(p.parent for p in study_root.rglob("done.json"))
+    partial_dirs = sorted(
+        (p.parent for p in runs_root.rglob("last_state.json") if not (p.parent / "done.json").exists()),
+        key=lambda d: -json.loads((d / "last_state.json").read_text(encoding="utf-8"))["iteration"],
+    )
+    small = [study_root / "results" / "study.json"]
+    small += [run_dir / n for run_dir in done_dirs for n in ("done.json", "config.yaml", "metrics.csv")]
+    weights = sorted(
+        (d / "last.safetensors" for d in done_dirs if (d / "last.safetensors").is_file()),
+        key=lambda path: not ("/ours-" in str(path) or "/twin-" in str(path)),
+    )
+    partial = [run_dir / n for run_dir in partial_dirs for n in PARTIAL_FILES]
+    files = [
+        (path, str(path.relative_to(study_root))) for path in [*small, *weights, *partial] if path.is_file()
+    ]
+    session["study_done_runs"] = len(done_dirs)
+    session["study_partial_runs"] = {
+        str(d.relative_to(runs_root)): json.loads((d / "last_state.json").read_text(encoding="utf-8"))[
+            "iteration"
+        ]
+        for d in partial_dirs
+    }
+    archives, session["left_out"] = pack(files, out, "study", max_parts)
+    return archives
+
+
+def study_only(args: argparse.Namespace, data: Path, started: float, deadline: float) -> int:
+    """``--study-only``: ``studies/cpu.yaml`` as committed (its budget, so the runs keep their ids) until
+    it ends or the deadline; finished and partial runs packed (:func:`pack_study`)."""
+    if data != DATA:
+        log(f"--study-only needs the data at {DATA} (the runs' ids hold the study file's paths)")
+        return 1
+    out, work = args.out.resolve(), args.work.resolve()
+    study_file = REPO / "studies" / "cpu.yaml"
+    run_file = study_file.with_name("cpu_device.yaml")
+    run_file.write_text(keep_sets(study_file.read_text(encoding="utf-8"), args.eval_sets), encoding="utf-8")
+    session: dict = {"budget_s": args.budget, "jobs": args.jobs, "only": args.only, "compile": args.compile}
+    log(f"study {run_file.name}: {args.only}")
+    study_proc = start_study(
+        run_file, work / "study", args.only, args.jobs, args.device, work / "study.log", args.compile
+    )
+    while time.monotonic() < deadline and study_proc.poll() is None:
+        time.sleep(5)
+    session["stopped_at_deadline"] = study_proc.poll() is None
+    stop(study_proc)
+    run_file.unlink()
+    session["elapsed_s"] = round(time.monotonic() - started, 1)
+    archives = pack_study(work / "study", out, session, 6)
+    archives += pack([(work / "study.log", "study.log")], out, "meta", 1)[0]
+    session["archives"] = archives
+    (out / "session.json").write_text(json.dumps(session, indent=2), encoding="utf-8")
+    log(
+        f"packed {archives}; {session['study_done_runs']} runs done, partial: {session['study_partial_runs']}"
+    )
+    return 0
+
+
 def run_files(root: Path, patterns: tuple[str, ...]) -> list[tuple[Path, str]]:
     return [(p, str(p.relative_to(root))) for pattern in patterns for p in sorted(root.rglob(pattern))]
 
@@ -220,6 +305,12 @@ def main() -> int:
     parser.add_argument(
         "--compile", action="store_true", help="study runs through torch.compile (binsr study --compile)"
     )
+    parser.add_argument(
+        "--study-only",
+        action="store_true",
+        help="no calibration and no shipped models: studies/cpu.yaml as committed until the deadline, "
+        "runs stopped there packed to be resumed elsewhere",
+    )
     parser.add_argument("--max-iterations", type=int, default=30000)
     parser.add_argument("--calibration-iterations", type=int, default=60)
     parser.add_argument("--set", dest="extra", action="append", default=[], help="shipped config overrides")
@@ -230,6 +321,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     data = link_data(args.data)
+    if args.study_only:
+        return study_only(args, data, started, deadline)
     study_file = REPO / "studies" / "cpu.yaml"
     source = study_file.read_text(encoding="utf-8")
     run_source = source if data == DATA else source.replace("../../shared/data", str(data))
@@ -320,19 +413,8 @@ def main() -> int:
     session["elapsed_s"] = round(time.monotonic() - started, 1)
     log(f"training ended after {session['elapsed_s']} s; stopped at the deadline: {timed_out}")
 
-    # 4. pack what finished: results first, then checkpoints (ours and twins before the others)
-    study_root = work / "study"
-    done_dirs = sorted(p.parent for p in study_root.rglob("done.json"))
-    small = [study_root / "results" / "study.json"]
-    small += [run_dir / n for run_dir in done_dirs for n in ("done.json", "config.yaml", "metrics.csv")]
-    weights = sorted(
-        (d / "last.safetensors" for d in done_dirs if (d / "last.safetensors").is_file()),
-        key=lambda path: not ("/ours-" in str(path) or "/twin-" in str(path)),
-    )
-    files = [(path, str(path.relative_to(study_root))) for path in small if path.is_file()]
-    files += [(path, str(path.relative_to(study_root))) for path in weights]
-    session["study_done_runs"] = len(done_dirs)
-    archives, session["left_out"] = pack(files, out, "study", 4)
+    # 4. pack what finished
+    archives = pack_study(work / "study", out, session, 4)
     shipped_files = run_files(
         shipped_runs, ("*/last.safetensors", "*/metrics.csv", "*/config.yaml", "*/*.png")
     )
