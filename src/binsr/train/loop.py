@@ -288,10 +288,13 @@ class Trainer:
             dynamic_ncols=True,
             disable=not (self.dist.is_main and self.show_progress),
         )
+        print_every = self.config["logging"]["print_every"]
         try:
             while self.iteration < end:
                 started = time.perf_counter()
                 self.step()
+                if self.iteration % print_every == 0 or self.iteration == self.iterations:
+                    self.read_losses()  # waits for the device: training time, like the step itself
                 self.elapsed += time.perf_counter() - started
                 maybe_kill("step", self.iteration)
                 self._after_step()
@@ -317,8 +320,6 @@ class Trainer:
         """Logging, validation and checkpointing due after the step that made ``self.iteration``."""
         it, last = self.iteration, self.iteration == self.iterations
         logging = self.config["logging"]
-        if it % logging["print_every"] == 0 or last:
-            self.read_losses()
         if self.log is not None and (it % logging["print_every"] == 0 or last):
             self.log.add(it, self._row())
             self.window = [0.0, 0]
