@@ -194,6 +194,8 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         if compile_model:
+            # A schedule-dependent surrogate recompiles when its structure changes (FDA's n goes 9 → 18).
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
             self.net = torch.compile(self.net)
 
     # ------------------------------------------------------------------------------------ the model
