@@ -186,7 +186,8 @@ def execute_run(
     """Train ``run`` (continuing a partial run), score its final checkpoint and write ``done.json``.
 
     ``compile_model`` trains through ``torch.compile`` (:class:`binsr.train.Trainer`); it is not part of
-    the run's identity (only rounding differs), and ``done.json`` records it."""
+    the run's identity (only rounding differs), and ``done.json`` records it for the process that
+    finished the run (a resumed run may have trained partly either way)."""
     from binsr.train import LAST_FILE, train
     from binsr.train.loop import BEST_FILE
     from binsr.train.state import STATE_JSON
