@@ -57,7 +57,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 from train_shipped_models import calibrate, launch, overrides, seconds_per_iteration  # noqa: E402
 
 from binsr.study import Study, StudyRun, load_study  # noqa: E402
-from binsr.study.runner import select_runs  # noqa: E402
+from binsr.study.runner import DONE_FILE, select_runs  # noqa: E402
+from binsr.train import CONFIG_FILE, LAST_FILE  # noqa: E402
+from binsr.train.state import STATE_JSON, STATE_TENSORS  # noqa: E402
 
 SHIPPED = ("default_x2", "default_x2_fp")
 PART_BYTES = 15 * 2**20
@@ -210,13 +212,7 @@ def pack(files: list[tuple[Path, str]], out: Path, stem: str, max_parts: int) ->
     return archives, left_out
 
 
-PARTIAL_FILES = (
-    "config.yaml",
-    "metrics.csv",
-    "last_state.json",
-    "last_state.safetensors",
-    "last.safetensors",
-)
+PARTIAL_FILES = (CONFIG_FILE, "metrics.csv", STATE_JSON, STATE_TENSORS, LAST_FILE)
 """What a run stopped at the deadline needs to be continued elsewhere (``binsr study`` resumes it)."""
 
 
@@ -226,13 +222,15 @@ def pack_study(study_root: Path, out: Path, session: dict, max_parts: int) -> li
     enough to resume (most advanced first). Names are relative to ``study_root``
     (``runs/<track>/x<scale>/<id>/...``, ``results/study.json``)."""
     runs_root = study_root / "runs"
-    done_dirs = sorted(p.parent for p in study_root.rglob("done.json"))
-    partial_dirs = sorted(
-        (p.parent for p in runs_root.rglob("last_state.json") if not (p.parent / "done.json").exists()),
-        key=lambda d: -json.loads((d / "last_state.json").read_text(encoding="utf-8"))["iteration"],
-    )
+    done_dirs = sorted(p.parent for p in study_root.rglob(DONE_FILE))
+    reached = {  # run folder -> iteration of its last committed state, for runs not finished
+        p.parent: json.loads(p.read_text(encoding="utf-8"))["iteration"]
+        for p in runs_root.rglob(STATE_JSON)
+        if not (p.parent / DONE_FILE).exists()
+    }
+    partial_dirs = sorted(reached, key=lambda d: (-reached[d], d))
     small = [study_root / "results" / "study.json"]
-    small += [run_dir / n for run_dir in done_dirs for n in ("done.json", "config.yaml", "metrics.csv")]
+    small += [run_dir / n for run_dir in done_dirs for n in (DONE_FILE, CONFIG_FILE, "metrics.csv")]
     weights = sorted(
         (d / "last.safetensors" for d in done_dirs if (d / "last.safetensors").is_file()),
         key=lambda path: not ("/ours-" in str(path) or "/twin-" in str(path)),
@@ -242,12 +240,7 @@ def pack_study(study_root: Path, out: Path, session: dict, max_parts: int) -> li
         (path, str(path.relative_to(study_root))) for path in [*small, *weights, *partial] if path.is_file()
     ]
     session["study_done_runs"] = len(done_dirs)
-    session["study_partial_runs"] = {
-        str(d.relative_to(runs_root)): json.loads((d / "last_state.json").read_text(encoding="utf-8"))[
-            "iteration"
-        ]
-        for d in partial_dirs
-    }
+    session["study_partial_runs"] = {str(d.relative_to(runs_root)): reached[d] for d in partial_dirs}
     archives, session["left_out"] = pack(files, out, "study", max_parts)
     return archives
 
