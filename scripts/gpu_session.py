@@ -138,7 +138,7 @@ def start_study(
     args += ["--jobs", str(jobs), "--threads", "1", "--device", device, "--keep-going", "--no-progress"]
     args += ["--compile"] if compile_model else []
     return subprocess.Popen(
-        args, stdout=log_file.open("wb"), stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+        args, stdout=log_file.open("ab"), stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
     )
 
 
@@ -247,7 +247,9 @@ def pack_study(study_root: Path, out: Path, session: dict, max_parts: int) -> li
 
 def study_only(args: argparse.Namespace, data: Path, started: float, deadline: float) -> int:
     """``--study-only``: ``studies/cpu.yaml`` as committed (its budget, so the runs keep their ids) until
-    it ends or the deadline; finished and partial runs packed (:func:`pack_study`)."""
+    it ends or the deadline, one phase after another (``--only`` first, then each ``--then``); finished
+    and partial runs packed (:func:`pack_study`). With ``--compile``, a study that fails before the
+    deadline is started again without it (it resumes its runs from their last checkpoints)."""
     if data != DATA:
         log(f"--study-only needs the data at {DATA} (the runs' ids hold the study file's paths)")
         return 1
@@ -255,15 +257,26 @@ def study_only(args: argparse.Namespace, data: Path, started: float, deadline: f
     study_file = REPO / "studies" / "cpu.yaml"
     run_file = study_file.with_name("cpu_device.yaml")
     run_file.write_text(keep_sets(study_file.read_text(encoding="utf-8"), args.eval_sets), encoding="utf-8")
-    session: dict = {"budget_s": args.budget, "jobs": args.jobs, "only": args.only, "compile": args.compile}
-    log(f"study {run_file.name}: {args.only}")
-    study_proc = start_study(
-        run_file, work / "study", args.only, args.jobs, args.device, work / "study.log", args.compile
-    )
-    while time.monotonic() < deadline and study_proc.poll() is None:
-        time.sleep(5)
-    session["stopped_at_deadline"] = study_proc.poll() is None
-    stop(study_proc)
+    phases = [args.only, *args.then]
+    session: dict = {"budget_s": args.budget, "jobs": args.jobs, "phases": phases, "compile": args.compile}
+    session["phase_exits"] = []
+    compile_model = args.compile
+    for only in phases:
+        while time.monotonic() < deadline:
+            log(f"study {run_file.name}{' (compiled)' if compile_model else ''}: {only}")
+            study_proc = start_study(
+                run_file, work / "study", only, args.jobs, args.device, work / "study.log", compile_model
+            )
+            while time.monotonic() < deadline and study_proc.poll() is None:
+                time.sleep(5)
+            code = study_proc.poll()
+            stop(study_proc)
+            session["phase_exits"].append({"only": only, "compile": compile_model, "exit": code})
+            if code is None or code == 0 or not compile_model:
+                break
+            log(f"the compiled study exited with {code}: again without torch.compile")
+            compile_model = False
+    session["stopped_at_deadline"] = time.monotonic() >= deadline
     run_file.unlink()
     session["elapsed_s"] = round(time.monotonic() - started, 1)
     archives = pack_study(work / "study", out, session, 6)
@@ -288,6 +301,14 @@ def main() -> int:
     parser.add_argument("--data", type=Path, help="folder with T91, BSD200, Set5, Set14, BSD100")
     parser.add_argument("--jobs", type=int, default=13)
     parser.add_argument("--only", action="append", default=[], help="study runs (binsr study --only)")
+    parser.add_argument(
+        "--then",
+        action="append",
+        nargs="+",
+        default=[],
+        metavar="PATTERN",
+        help="with --study-only: a later phase (its runs' patterns), started when the earlier ones end",
+    )
     parser.add_argument("--device", default="cuda")
     parser.add_argument(
         "--eval-sets",

@@ -56,3 +56,51 @@ def test_pack_study_keeps_finished_and_partial_runs(tmp_path: Path) -> None:
         "cpu/x4/twin-i6000-cccc-s0": 3000,
         "cpu/x4/twin-i6000-bbbb-s0": 750,
     }
+
+
+class FinishedProcess:
+    """A stand-in for a study process that has already exited with ``code``."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def poll(self) -> int:
+        return self.code
+
+
+def test_study_only_runs_phases_in_order_and_retries_a_failed_compiled_study(
+    tmp_path: Path, monkeypatch
+) -> None:
+    script = load_script()
+    exits = iter([1, 0, 0])  # the compiled first phase fails, its eager retry and the next phase succeed
+    calls = []
+
+    def start_study(study, results, only, jobs, device, log_file, compile_model):
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.write_text("log")
+        calls.append((list(only), compile_model))
+        return FinishedProcess(next(exits))
+
+    monkeypatch.setattr(script, "start_study", start_study)
+    args = script.argparse.Namespace(
+        out=tmp_path / "out",
+        work=tmp_path / "work",
+        only=["cpu/x4/ours/base/bin/s0/i12000"],
+        then=[["cpu/x2/ours/base/fp/s0/i24000", "cpu/x4/ours/base/fp/s0/i24000"]],
+        eval_sets=None,
+        budget=100.0,
+        jobs=2,
+        compile=True,
+        device="cpu",
+    )
+    args.out.mkdir()
+    now = script.time.monotonic()
+    assert script.study_only(args, script.DATA, now, now + 60) == 0
+    assert calls == [
+        (["cpu/x4/ours/base/bin/s0/i12000"], True),
+        (["cpu/x4/ours/base/bin/s0/i12000"], False),
+        (["cpu/x2/ours/base/fp/s0/i24000", "cpu/x4/ours/base/fp/s0/i24000"], False),
+    ]
+    session = json.loads((args.out / "session.json").read_text())
+    assert [e["exit"] for e in session["phase_exits"]] == [1, 0, 0]
+    assert not (REPO / "studies" / "cpu_device.yaml").exists()
