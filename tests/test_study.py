@@ -24,6 +24,7 @@ from PIL import Image
 from binsr.cli import main
 from binsr.errors import BinsrError
 from binsr.study import load_results, load_study, run_study, write_report
+from binsr.study.report import best_variant
 from binsr.study.runner import DONE_FILE, run_status, score_checkpoint, select_runs
 from binsr.study.spec import parse_study
 from binsr.train.config import parse_yaml
@@ -385,6 +386,30 @@ FIXTURE = {
         },
     ]
 }
+
+
+def test_best_variant_is_judged_at_the_longest_budget() -> None:
+    """A short slice with a smaller gap does not beat the longest training (under-trained twins)."""
+
+    def record(variant: str, binary: bool, iterations: int, psnr: float) -> dict[str, Any]:
+        return {
+            "track": "cpu", "scale": 2, "model": "ours", "variant": variant, "binary": binary,
+            "iterations": iterations, "seed": 0, "scores": {"Set5": {"psnr": psnr, "ssim": 0.9}},
+        }  # fmt: skip
+
+    records = [
+        record("base", True, 3000, 36.79),  # gap -0.01 dB at 3000 iterations
+        record("base", False, 3000, 36.80),
+        record("base", True, 12000, 37.05),  # -0.10 dB at 12000
+        record("base", False, 12000, 37.15),
+        record("w-xnor", True, 12000, 37.00),  # -0.15 dB at 12000
+        record("w-xnor", False, 12000, 37.15),
+    ]
+    best = best_variant(records, "cpu", 2)
+    assert best is not None
+    key, gaps = best
+    assert key == ("cpu", 2, "ours", "base", True, 12000)
+    assert gaps == pytest.approx([-0.10])
 
 
 def test_report_from_study_json(tmp_path: Path) -> None:

@@ -257,9 +257,10 @@ def best_variant(
     records: Sequence[dict[str, Any]], track: str, scale: int, model: str = "ours"
 ) -> tuple[tuple[Any, ...], list[float]] | None:
     """The binary variant of ``model`` with the smallest mean loss to its twin over the sets, at
-    ``track`` and ``scale`` (ties: the longer training): its group key
+    ``track`` and ``scale``, among the runs of the longest training that has one: its group key
     ``(track, scale, model, variant, True, iterations)`` and its gap on each set; ``None`` if no binary
-    variant has a twin scored on every set."""
+    variant has a twin scored on every set. The longest budget comes first because a gap measured on
+    under-trained twins says little (a shorter slice can show a smaller gap that does not last)."""
     groups = _groups(records)
     sets = _set_names([r for r in records if r["track"] == track and r["scale"] == scale])
     candidates = []
@@ -272,7 +273,7 @@ def best_variant(
             candidates.append((statistics.fmean(gaps), key, gaps))  # type: ignore[arg-type]
     if not candidates:
         return None
-    _, key, gaps = max(candidates, key=lambda c: (c[0], c[1][5], c[1][3]))
+    _, key, gaps = max(candidates, key=lambda c: (c[1][5], c[0], c[1][3]))
     return key, gaps
 
 
