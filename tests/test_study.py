@@ -24,7 +24,7 @@ from PIL import Image
 from binsr.cli import main
 from binsr.errors import BinsrError
 from binsr.study import load_results, load_study, run_study, write_report
-from binsr.study.report import best_variant
+from binsr.study.report import _best_ours, _groups, best_variant
 from binsr.study.runner import DONE_FILE, run_status, score_checkpoint, select_runs
 from binsr.study.spec import parse_study
 from binsr.train.config import parse_yaml
@@ -410,6 +410,12 @@ def test_best_variant_is_judged_at_the_longest_budget() -> None:
     key, gaps = best
     assert key == ("cpu", 2, "ours", "base", True, 12000)
     assert gaps == pytest.approx([-0.10])
+    # against bbcu_l on the seeds both have: seed 1 of bbcu_l (no ours seed 1) is left out
+    records += [record("base", True, 12000, 36.95), record("base", True, 12000, 40.0)]
+    records[-2]["model"] = records[-1]["model"] = "bbcu_l"
+    records[-1]["seed"] = 1
+    lines = _best_ours(records, _groups(records), "cpu", 2, ["Set5"])
+    assert lines[-1].startswith("Against `bbcu_l` on the same budget (seed 0): +0.100 dB PSNR")
 
 
 def test_report_from_study_json(tmp_path: Path) -> None:

@@ -284,7 +284,8 @@ def _best_ours(
     scale: int,
     sets: list[str],
 ) -> list[str]:
-    """The best ``ours`` variant (:func:`best_variant`) against the target and against ``bbcu_l``."""
+    """The best ``ours`` variant (:func:`best_variant`) against the target and against ``bbcu_l`` (mean
+    PSNR difference over the sets, on the seeds both have)."""
     best = best_variant(records, track, scale)
     if best is None:
         return []
@@ -298,11 +299,14 @@ def _best_ours(
         f"Δ to its twin {detail} "
         f"(target ≥ −{TARGET_GAP_DB} dB on every set: {'met' if met else 'not met'}).",
     ]
-    reference = groups.get((track, scale, "bbcu_l", "base", True, iterations))
+    reference = groups.get((track, scale, "bbcu_l", "base", True, iterations), [])
+    common = {r["seed"] for r in reference} & {r["seed"] for r in groups[key]}
+    reference = [r for r in reference if r["seed"] in common]  # the same seeds on both sides
     if reference:
         diffs = []
+        chosen = [r for r in groups[key] if r["seed"] in common]
         for name in sets:
-            ours, ref = _scores(groups[key], name, "psnr"), _scores(reference, name, "psnr")
+            ours, ref = _scores(chosen, name, "psnr"), _scores(reference, name, "psnr")
             if ours and ref:
                 diffs.append(statistics.fmean(ours) - statistics.fmean(ref))
         if diffs:
