@@ -59,6 +59,7 @@ from train_shipped_models import calibrate, launch, overrides, seconds_per_itera
 from binsr.study import Study, StudyRun, load_study  # noqa: E402
 from binsr.study.runner import DONE_FILE, select_runs  # noqa: E402
 from binsr.train import CONFIG_FILE, LAST_FILE  # noqa: E402
+from binsr.train.logs import METRICS_CSV  # noqa: E402
 from binsr.train.state import STATE_JSON, STATE_TENSORS  # noqa: E402
 
 SHIPPED = ("default_x2", "default_x2_fp")
@@ -167,7 +168,7 @@ def network_speeds(study: Study, runs: list[StudyRun]) -> dict[tuple[str, bool],
     """Median calibrated seconds per iteration of each network among ``runs``."""
     measured: dict[tuple[str, bool], list[float]] = {}
     for run in runs:
-        metrics = study.run_dir(run) / "metrics.csv"
+        metrics = study.run_dir(run) / METRICS_CSV
         if metrics.is_file():
             with contextlib.suppress(IndexError, ZeroDivisionError):  # too few rows: it failed early
                 measured.setdefault(network_of(run), []).append(seconds_per_iteration(metrics.parent))
@@ -212,7 +213,7 @@ def pack(files: list[tuple[Path, str]], out: Path, stem: str, max_parts: int) ->
     return archives, left_out
 
 
-PARTIAL_FILES = (CONFIG_FILE, "metrics.csv", STATE_JSON, STATE_TENSORS, LAST_FILE)
+PARTIAL_FILES = (CONFIG_FILE, METRICS_CSV, STATE_JSON, STATE_TENSORS, LAST_FILE)
 """What a run stopped at the deadline needs to be continued elsewhere (``binsr study`` resumes it)."""
 
 
@@ -230,9 +231,9 @@ def pack_study(study_root: Path, out: Path, session: dict, max_parts: int) -> li
     }
     partial_dirs = sorted(reached, key=lambda d: (-reached[d], d))
     small = [study_root / "results" / "study.json"]
-    small += [run_dir / n for run_dir in done_dirs for n in (DONE_FILE, CONFIG_FILE, "metrics.csv")]
+    small += [run_dir / n for run_dir in done_dirs for n in (DONE_FILE, CONFIG_FILE, METRICS_CSV)]
     weights = sorted(
-        (d / "last.safetensors" for d in done_dirs if (d / "last.safetensors").is_file()),
+        (d / LAST_FILE for d in done_dirs if (d / LAST_FILE).is_file()),
         key=lambda path: not ("/ours-" in str(path) or "/twin-" in str(path)),
     )
     partial = [run_dir / n for run_dir in partial_dirs for n in PARTIAL_FILES]

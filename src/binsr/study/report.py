@@ -299,12 +299,12 @@ def _best_ours(
         f"Δ to its twin {detail} "
         f"(target ≥ −{TARGET_GAP_DB} dB on every set: {'met' if met else 'not met'}).",
     ]
-    reference = groups.get((track, scale, "bbcu_l", "base", True, iterations), [])
-    common = {r["seed"] for r in reference} & {r["seed"] for r in groups[key]}
-    reference = [r for r in reference if r["seed"] in common]  # the same seeds on both sides
+    bbcu = groups.get((track, scale, "bbcu_l", "base", True, iterations), [])
+    common = {r["seed"] for r in bbcu} & {r["seed"] for r in groups[key]}
+    reference = [r for r in bbcu if r["seed"] in common]  # the same seeds on both sides
+    chosen = [r for r in groups[key] if r["seed"] in common]
     if reference:
         diffs = []
-        chosen = [r for r in groups[key] if r["seed"] in common]
         for name in sets:
             ours, ref = _scores(chosen, name, "psnr"), _scores(reference, name, "psnr")
             if ours and ref:
