@@ -24,7 +24,7 @@ from PIL import Image
 from binsr.cli import main
 from binsr.errors import BinsrError
 from binsr.study import load_results, load_study, run_study, write_report
-from binsr.study.report import _best_ours, _groups, best_variant
+from binsr.study.report import _best_ours, _groups, best_variant, screened_ahead
 from binsr.study.runner import DONE_FILE, run_status, score_checkpoint, select_runs
 from binsr.study.spec import parse_study
 from binsr.train.config import parse_yaml
@@ -147,6 +147,29 @@ def test_grid_expansion_and_twin_pairing(images: Path, tmp_path: Path) -> None:
         select_runs(study, ["nothing/*"])
 
 
+def test_model_and_variant_seeds_make_a_screening_design(images: Path, tmp_path: Path) -> None:
+    raw = grid_raw(images)
+    raw["seeds"] = [0, 1, 2]
+    raw["models"]["bbcu_l"] = {"seeds": [2, 0]}  # a model's seeds; listed out of order
+    raw["models"]["ours"]["variants"]["fda"]["seeds"] = [0]  # a variant screened on seed 0
+    study = parse_study(raw, tmp_path / "grid.yaml", tmp_path / "out")
+    seeds: dict[tuple[str, str, bool], set[int]] = {}
+    for run in study.runs:
+        for r in run.records:
+            seeds.setdefault((r.model, r.variant, r.binary), set()).add(r.seed)
+    assert seeds[("bbcu_l", "base", True)] == seeds[("bbcu_l", "base", False)] == {0, 2}
+    assert seeds[("ours", "fda", True)] == seeds[("ours", "fda", False)] == {0}
+    assert seeds[("ours", "base", True)] == seeds[("bireal", "base", True)] == {0, 1, 2}
+    # the screened variant still shares its twin with base on the seed it has
+    twin_of = {
+        (r.model, r.variant, r.seed): run.run_id for run in study.runs for r in run.records if not r.binary
+    }
+    assert twin_of[("ours", "fda", 0)] == twin_of[("ours", "base", 0)]
+    # runs follow the study's seed order, not the model's listing
+    bbcu_seeds = [run.records[0].seed for run in study.runs if run.run_id.split("/")[-1].startswith("bbcu_l")]
+    assert bbcu_seeds == sorted(bbcu_seeds)
+
+
 def test_plateau_ladder_trains_each_factor(images: Path, tmp_path: Path) -> None:
     raw = grid_raw(images)
     raw["plateau"] = {"factor": [4, 2], "seeds": [0]}
@@ -169,6 +192,20 @@ def test_plateau_ladder_trains_each_factor(images: Path, tmp_path: Path) -> None
     longer = parse_study(raw, tmp_path / "grid.yaml", tmp_path / "out").runs
     reused = {run.run_id for run in longer if run.kind in ("twin", "plateau") and "-s0" in run.run_id}
     assert reused == {run.run_id for run in plateau}
+
+
+def test_plateau_models_limit_the_check_to_the_twins_named(images: Path, tmp_path: Path) -> None:
+    raw = grid_raw(images)
+    everything = parse_study(raw, tmp_path / "grid.yaml", tmp_path / "out").runs
+    raw["plateau"] = {"factor": 2, "seeds": [0], "models": ["ours/base", "bbcu_l"]}
+    study = parse_study(raw, tmp_path / "grid.yaml", tmp_path / "out")
+    plateau = [run for run in study.runs if run.kind == "plateau"]
+    checked = {(r.model, r.variant) for run in plateau for r in run.records}
+    # ours/base's twin answers for the variants sharing it (fda, base-distill), not for nothr's twin
+    assert {model for model, _ in checked} == {"ours", "bbcu_l"} and ("ours", "nothr") not in checked
+    assert len(plateau) == 2 * 2  # two networks x two scales, seed 0
+    # the runs it keeps are the runs the unrestricted study has (same ids)
+    assert {run.run_id for run in plateau} <= {run.run_id for run in everything}
 
 
 def test_run_ids_are_stable_and_follow_the_recipe(images: Path, tmp_path: Path) -> None:
@@ -418,6 +455,30 @@ def test_best_variant_is_judged_at_the_longest_budget() -> None:
     assert lines[-1].startswith("Against `bbcu_l` on the same budget (seed 0): +0.100 dB PSNR")
 
 
+def test_best_variant_needs_every_seed_and_screened_variants_are_listed() -> None:
+    """A variant screened on one seed does not replace one confirmed on three; if it looks better on
+    its seed, the report says so (paired with the confirmed variant on that seed)."""
+
+    def record(variant: str, binary: bool, seed: int, psnr: float) -> dict[str, Any]:
+        return {
+            "track": "cpu", "scale": 2, "model": "ours", "variant": variant, "binary": binary,
+            "iterations": 12000, "seed": seed, "scores": {"Set5": {"psnr": psnr, "ssim": 0.9}},
+        }  # fmt: skip
+
+    records = []
+    for seed, base_gap in ((0, -0.06), (1, -0.04), (2, -0.05)):
+        records += [record("base", True, seed, 37.0 + base_gap), record("base", False, seed, 37.0)]
+    records += [record("fda", True, 0, 36.98), record("fda", False, 0, 37.0)]  # -0.02 on seed 0
+    records += [record("ste", True, 0, 36.90), record("ste", False, 0, 37.0)]  # -0.10: behind
+    best = best_variant(records, "cpu", 2)
+    assert best is not None and best[0][3] == "base" and best[1] == pytest.approx([-0.05])
+    ahead = screened_ahead(records, best[0])
+    assert [(name, seeds) for name, seeds, _, _ in ahead] == [("fda", [0])]
+    assert ahead[0][2:] == pytest.approx((-0.02, -0.06))  # base on seed 0 alone: -0.06
+    lines = _best_ours(records, _groups(records), "cpu", 2, ["Set5"])
+    assert "`fda` (seed 0: -0.020 dB against -0.060 dB)" in lines[-1]
+
+
 def test_report_from_study_json(tmp_path: Path) -> None:
     results = tmp_path / "docs" / "results" / "study.json"
     results.parent.mkdir(parents=True)
@@ -499,6 +560,14 @@ def test_report_from_study_json(tmp_path: Path) -> None:
         (lambda raw: raw["base"].update(network={"name": "bnn"}), "base.network is set by the grid"),
         (lambda raw: raw.update(scales=[5]), "unsupported scale 5"),
         (lambda raw: raw.update(seeds=[0, 0]), "lists a value twice"),
+        (
+            lambda raw: raw["models"].update(bnn={"seeds": [7]}),
+            "models.bnn.seeds lists seeds that are not in",
+        ),
+        (
+            lambda raw: raw["models"]["ours"]["variants"].update(x={"seeds": []}),
+            "models.ours.variants.x.seeds must be a non-empty list",
+        ),
         (lambda raw: raw["base"]["train"].update(lr=1), "unknown config key train.lr"),
         (
             lambda raw: (
@@ -509,6 +578,7 @@ def test_report_from_study_json(tmp_path: Path) -> None:
         (lambda raw: raw.update(plateau={"factor": 1}), "plateau.factor must be an integer >= 2"),
         (lambda raw: raw.update(plateau={"factor": [2, "4"]}), "plateau.factor must be an integer >= 2"),
         (lambda raw: raw.update(plateau={"factor": [2, 2]}), "plateau.factor lists a factor twice"),
+        (lambda raw: raw.update(plateau={"models": ["ours/fast"]}), "plateau.models must list models"),
         (lambda raw: raw["eval"].update(sets={}), "eval.sets must map set names"),
     ],
 )

@@ -19,14 +19,21 @@ import math
 import os
 import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from binsr.errors import BinsrError
 from binsr.fileio import atomic_write_bytes
 
-__all__ = ["FIGURES_DIR", "best_variant", "load_results", "render_report", "write_report"]
+__all__ = [
+    "FIGURES_DIR",
+    "best_variant",
+    "load_results",
+    "render_report",
+    "screened_ahead",
+    "write_report",
+]
 
 FIGURES_DIR = "results"
 """Folder, next to the report, that receives the figures."""
@@ -249,32 +256,69 @@ def _sharing(
 
 
 def _seeds(members: Sequence[dict[str, Any]]) -> str:
-    seeds = sorted({int(r["seed"]) for r in members})
-    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    return _seed_words(r["seed"] for r in members)
+
+
+def _seed_words(seeds: Iterable[int]) -> str:
+    chosen = sorted({int(seed) for seed in seeds})
+    return f"seed{'s' if len(chosen) > 1 else ''} {', '.join(map(str, chosen))}"
 
 
 def best_variant(
     records: Sequence[dict[str, Any]], track: str, scale: int, model: str = "ours"
 ) -> tuple[tuple[Any, ...], list[float]] | None:
     """The binary variant of ``model`` with the smallest mean loss to its twin over the sets, at
-    ``track`` and ``scale``, among the runs of the longest training that has one: its group key
+    ``track`` and ``scale``, among the runs of the longest training that has one and, within it, of the
+    variants paired with their twins on the most seeds: its group key
     ``(track, scale, model, variant, True, iterations)`` and its gap on each set; ``None`` if no binary
     variant has a twin scored on every set. The longest budget comes first because a gap measured on
-    under-trained twins says little (a shorter slice can show a smaller gap that does not last)."""
-    groups = _groups(records)
+    under-trained twins says little (a shorter slice can show a smaller gap that does not last); the
+    seed count next because in a screening design a variant run on one seed has not been confirmed
+    (:func:`screened_ahead` lists those that look better)."""
+    candidates = _gap_candidates(records, track, scale, model)
+    if not candidates:
+        return None
+    _, _, key, gaps = max(candidates, key=lambda c: (c[2][5], c[1], c[0], c[2][3]))
+    return key, gaps
+
+
+def _gap_candidates(
+    records: Sequence[dict[str, Any]], track: str, scale: int, model: str, seeds: set[int] | None = None
+) -> list[tuple[float, int, tuple[Any, ...], list[float]]]:
+    """(mean gap over the sets, seeds paired, group key, gap per set) of every binary variant of
+    ``model`` with a twin scored on every set, on ``seeds`` only when given."""
+    chosen = [r for r in records if seeds is None or r["seed"] in seeds]
+    groups = _groups(chosen)
     sets = _set_names([r for r in records if r["track"] == track and r["scale"] == scale])
     candidates = []
     for key, members in groups.items():
         if key[:3] != (track, scale, model) or not key[4]:
             continue
         twin = groups.get((*key[:4], False, key[5]), [])
-        gaps = [twin_gap(members, twin, name)[0] for name in sets]
+        paired = [twin_gap(members, twin, name) for name in sets]
+        gaps = [gap for gap, _ in paired]
         if gaps and all(gap is not None for gap in gaps):
-            candidates.append((statistics.fmean(gaps), key, gaps))  # type: ignore[arg-type]
-    if not candidates:
-        return None
-    _, key, gaps = max(candidates, key=lambda c: (c[1][5], c[0], c[1][3]))
-    return key, gaps
+            seeds_paired = min(n for _, n in paired)
+            candidates.append((statistics.fmean(gaps), seeds_paired, key, gaps))  # type: ignore[arg-type]
+    return candidates
+
+
+def screened_ahead(
+    records: Sequence[dict[str, Any]], best: tuple[Any, ...], model: str = "ours"
+) -> list[tuple[str, list[int], float, float]]:
+    """Variants of ``model`` at the budget of ``best`` (a :func:`best_variant` key) run on fewer seeds
+    whose mean gap over the sets, on their own seeds, is smaller than ``best``'s on the same seeds:
+    ``(variant, seeds, its mean gap, best's mean gap)``, the candidates to confirm on every seed."""
+    track, scale, _, best_name, _, iterations = best
+    out = []
+    for _, _, key, _ in _gap_candidates(records, track, scale, model):
+        if key[5] != iterations or key[3] == best_name:
+            continue
+        seeds = {r["seed"] for r in records if tuple(r[k] for k in GROUP_KEYS) == key}
+        on_seeds = {c[2][3]: c[0] for c in _gap_candidates(records, track, scale, model, seeds)}
+        if best_name in on_seeds and on_seeds[key[3]] > on_seeds[best_name]:
+            out.append((key[3], sorted(seeds), on_seeds[key[3]], on_seeds[best_name]))
+    return sorted(out, key=lambda item: -item[2])
 
 
 def _best_ours(
@@ -299,6 +343,16 @@ def _best_ours(
         f"Δ to its twin {detail} "
         f"(target ≥ −{TARGET_GAP_DB} dB on every set: {'met' if met else 'not met'}).",
     ]
+    ahead = screened_ahead(records, key)
+    if ahead:
+        listed = "; ".join(
+            f"`{name}` ({_seed_words(seeds)}: {mine:+.3f} dB against {theirs:+.3f} dB)"
+            for name, seeds, mine, theirs in ahead
+        )
+        lines.append(
+            f"Screened on fewer seeds, smaller mean Δ than `{variant}` on the same seeds: {listed}; "
+            "to be confirmed on every seed before they count."
+        )
     bbcu = groups.get((track, scale, "bbcu_l", "base", True, iterations), [])
     common = {r["seed"] for r in bbcu} & {r["seed"] for r in groups[key]}
     reference = [r for r in bbcu if r["seed"] in common]  # the same seeds on both sides

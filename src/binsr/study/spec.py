@@ -15,21 +15,25 @@ A study file is YAML (relative paths are taken from the file's folder)::
       bbcu_l: {}                        # runs with one variant, "base"
       ours:
         kwargs: {}                      # per-model kwargs (over the track's network)
+        seeds: [0, 1, 2]                # optional: this model's seeds (a subset of seeds; default all)
         variants:                       # named kwarg sets (over the model's kwargs)
           base: {}
-          fda-nothr: {surrogate: fda, learnable_threshold: false}
+          fda-nothr: {surrogate: fda, learnable_threshold: false, seeds: [0]}  # screened on seed 0
           base-distill: {distill: true} # distil from the full-precision twin (or a mapping of weights)
     scales: [4, 2]
     seeds: [0, 1, 2]
     twins: true                         # pair every binary run with its full-precision twin
     plateau: {factor: 2, seeds: [0]}    # twin runs with factor x the iterations (same schedule shape);
-                                        # a list ([2, 4]) trains a ladder: each doubling's gain is reported
+                                        # a list ([2, 4]) trains a ladder: each doubling's gain is reported;
+                                        # models: [ours/base, bbcu_l] checks only those twins (default all)
     distill: {output_weight: 1.0, feature_weight: 0.1, features: ["body.*"]}
     eval: {sets: {Set5: ..., Set14: ..., BSD100: ...}, convention: matlab, input_size: [320, 180]}
     output: {runs: ../runs/study, results: ../docs/results/study.json, report: ../docs/RESULTS.md}
 
 Expansion (:func:`load_study`): every (track, scale, seed, model, variant) gives a *binary* run (or a
-full-precision one for a model without a ``binary`` switch) and, with ``twins``, its full-precision
+full-precision one for a model without a ``binary`` switch), for the seeds of the variant (its own
+``seeds``, else its model's, else the study's: a screening design runs the ablations on fewer seeds than
+the variants it compares), and, with ``twins``, its full-precision
 twin (``binary: false``, distillation off, same iterations). Twins whose networks are identical
 (same layers, attributes and initial weights, e.g. ``bnn`` and ``bireal`` without binarization, or two
 ``ours`` variants that differ only in the surrogate) are trained once and answer for all of them.
@@ -310,13 +314,13 @@ def parse_study(raw: Any, path: str | Path, results_dir: str | Path | None = Non
         if key in base:
             raise BinsrError(f"study key base.{key} is set by the grid; remove it from base")
     tracks = _parse_tracks(top["tracks"])
-    models = _parse_models(top["models"])
     scales = [check_scale(s) for s in _int_list(top.get("scales", [4]), "scales", minimum=1)]
     seeds = _int_list(top.get("seeds", [0]), "seeds")
+    models = _parse_models(top["models"], seeds)
     twins = top.get("twins", True)
     if not isinstance(twins, bool):
         raise BinsrError(f"study key twins must be true or false, got {twins!r}")
-    plateau = _parse_plateau(top.get("plateau"), seeds)
+    plateau = _parse_plateau(top.get("plateau"), seeds, models)
     distill = _mapping(top.get("distill"), "distill")
     _only_keys(distill, tuple(DEFAULT_DISTILL), "distill")
     distill = {**DEFAULT_DISTILL, **distill}
@@ -397,13 +401,23 @@ def _parse_tracks(value: Any) -> dict[str, dict[str, Any]]:
     return tracks
 
 
-def _parse_models(value: Any) -> dict[str, dict[str, Any]]:
+def _subset_seeds(value: Any, seeds: list[int], where: str) -> list[int]:
+    """The seeds listed at ``where`` (a model or variant), which must be among the study's ``seeds``."""
+    chosen = _int_list(value, where)
+    missing = [s for s in chosen if s not in seeds]
+    if missing:
+        raise BinsrError(f"study key {where} lists seeds that are not in seeds: {missing}")
+    return [s for s in seeds if s in chosen]  # the study's order (it orders the runs)
+
+
+def _parse_models(value: Any, seeds: list[int]) -> dict[str, dict[str, Any]]:
     models = {}
     for model, spec in _mapping(value, "models").items():
         where = f"models.{model}"
         spec = _mapping(spec, where)
-        _only_keys(spec, ("kwargs", "variants"), where)
+        _only_keys(spec, ("kwargs", "variants", "seeds"), where)
         kwargs = _mapping(spec.get("kwargs"), f"{where}.kwargs")
+        model_seeds = _subset_seeds(spec["seeds"], seeds, f"{where}.seeds") if "seeds" in spec else seeds
         for key in ("binary", "scale", "name"):
             if key in kwargs:
                 raise BinsrError(f"study key {where}.kwargs.{key} is set by the grid; remove it")
@@ -412,6 +426,9 @@ def _parse_models(value: Any) -> dict[str, dict[str, Any]]:
             vwhere = f"{where}.variants.{_name(variant, 'variant')}"
             vspec = _mapping(vspec, vwhere)
             distill = vspec.pop("distill", False)
+            variant_seeds = model_seeds
+            if "seeds" in vspec:
+                variant_seeds = _subset_seeds(vspec.pop("seeds"), seeds, f"{vwhere}.seeds")
             if distill is not False and distill is not True and not isinstance(distill, Mapping):
                 raise BinsrError(
                     f"study key {vwhere}.distill must be true, false or a mapping, got {distill!r}"
@@ -421,16 +438,16 @@ def _parse_models(value: Any) -> dict[str, dict[str, Any]]:
             for key in ("binary", "scale", "name"):
                 if key in vspec:
                     raise BinsrError(f"study key {vwhere}.{key} is set by the grid; remove it")
-            variants[variant] = {"kwargs": vspec, "distill": distill}
+            variants[variant] = {"kwargs": vspec, "distill": distill, "seeds": variant_seeds}
         models[model] = {"binary": _accepts_binary(model), "kwargs": kwargs, "variants": variants}
     return models
 
 
-def _parse_plateau(value: Any, seeds: list[int]) -> dict[str, Any] | None:
+def _parse_plateau(value: Any, seeds: list[int], models: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     if value is None or value is False:
         return None
     spec = _mapping(value, "plateau")
-    _only_keys(spec, ("factor", "seeds"), "plateau")
+    _only_keys(spec, ("factor", "seeds", "models"), "plateau")
     factor = spec.get("factor", 2)
     factors = factor if isinstance(factor, list) else [factor]
     if not factors or any(not isinstance(f, int) or isinstance(f, bool) or f < 2 for f in factors):
@@ -443,7 +460,27 @@ def _parse_plateau(value: Any, seeds: list[int]) -> dict[str, Any] | None:
     missing = [s for s in chosen if s not in seeds]
     if missing:
         raise BinsrError(f"study key plateau.seeds lists seeds that are not in seeds: {missing}")
-    return {"factors": sorted(factors), "seeds": chosen}
+    checked = spec.get("models")
+    if checked is not None:
+        names = checked if isinstance(checked, list) else [checked]
+        known = {f"{m}/{v}" for m, mspec in models.items() for v in mspec["variants"]} | set(models)
+        if not names or any(not isinstance(n, str) or n not in known for n in names):
+            raise BinsrError(
+                "study key plateau.models must list models or model/variant names of the study, "
+                f"got {checked!r}"
+            )
+        checked = set(names)
+    return {"factors": sorted(factors), "seeds": chosen, "models": checked}
+
+
+def _plateau_factors(plateau: dict[str, Any] | None, seed: int, model: str, variant: str) -> list[int]:
+    """The plateau factors of the twin of (``model``, ``variant``) at ``seed`` (none if not checked)."""
+    if not plateau or seed not in plateau["seeds"]:
+        return []
+    checked = plateau["models"]
+    if checked is not None and model not in checked and f"{model}/{variant}" not in checked:
+        return []
+    return list(plateau["factors"])
 
 
 # ---------------------------------------------------------------------------------------- expansion
@@ -537,6 +574,8 @@ def _expand(
                 prefix = f"{track}/x{scale}"
                 for model, mspec in models.items():
                     for variant, vspec in mspec["variants"].items():
+                        if seed not in vspec["seeds"]:
+                            continue
                         where = f"track {track}, x{scale}, seed {seed}, model {model}, variant {variant}"
                         kwargs = {**tspec["network"], **mspec["kwargs"], **vspec["kwargs"]}
                         has_binary, wants_distill = mspec["binary"], vspec["distill"] is not False
@@ -556,8 +595,7 @@ def _expand(
                             fp_id = f"{prefix}/twin-i{iterations}-{twin_digest}-s{seed}"
                             fp_key = RecordKey(track, scale, model, variant, False, seed, iterations)
                             twin = grid.add(kind, fp_id, fp_network, recipe, fp_key, where, order)
-                            factors = plateau["factors"] if plateau and seed in plateau["seeds"] else []
-                            for factor in factors:
+                            for factor in _plateau_factors(plateau, seed, model, variant):
                                 long = _scaled_schedule(recipe, factor)
                                 n = long["train"]["iterations"]
                                 long_id = f"{prefix}/twin-i{n}-{twin_digest}-s{seed}"
