@@ -158,8 +158,8 @@ def network_of(run: StudyRun) -> tuple[str, bool]:
 
 
 def calibration_runs(runs: list[StudyRun], jobs: int) -> list[StudyRun]:
-    """``jobs`` runs without a teacher: one of each network first, then the next ones in order."""
-    free = [run for run in runs if not run.teacher]
+    """``jobs`` runs that need no other run: one of each network first, then the next ones in order."""
+    free = [run for run in runs if not run.needs]
     first = list({network_of(run): run for run in reversed(free)}.values())[::-1]
     return (first + [run for run in free if run not in first])[:jobs]
 

@@ -208,6 +208,53 @@ def test_plateau_models_limit_the_check_to_the_twins_named(images: Path, tmp_pat
     assert {run.run_id for run in plateau} <= {run.run_id for run in everything}
 
 
+def test_init_twin_binarizes_the_trained_twin_and_retrains_it_as_its_own_twin(
+    images: Path, tmp_path: Path
+) -> None:
+    plain = parse_study(grid_raw(images), tmp_path / "grid.yaml", tmp_path / "out")
+    raw = grid_raw(images)
+    variants = raw["models"]["ours"]["variants"]
+    variants["base-init"] = {"init": "twin"}  # shares M with base
+    variants["spatial-init"] = {"init": "twin", "attention": "spatial"}  # M needed by it alone
+    study = parse_study(raw, tmp_path / "grid.yaml", tmp_path / "out")
+    by_id = study.by_id()
+    # the runs the plain grid had keep their ids (and their records)
+    assert {run.run_id for run in plain.runs} <= set(by_id)
+    order = [run.run_id for run in study.runs]
+
+    def record_run(variant: str, binary: bool, seed: int = 0, scale: int = 4) -> Any:
+        return next(
+            run
+            for run in study.runs
+            for r in run.records
+            if (r.model, r.variant, r.binary, r.seed, r.scale, r.iterations)
+            == ("ours", variant, binary, seed, scale, 30)
+        )
+
+    model = record_run("base", False)  # M of base-init: base's own twin
+    student, again = record_run("base-init", True), record_run("base-init", False)
+    assert (student.kind, again.kind) == ("init", "init-twin")
+    assert student.needs == again.needs == model.run_id and student.teacher is None
+    final = str(study.run_dir(model) / "last.safetensors")
+    assert student.config["train"]["init_from"] == again.config["train"]["init_from"] == final
+    assert again.run_id != model.run_id and again.config["network"] == model.config["network"]
+    assert order.index(model.run_id) < min(order.index(student.run_id), order.index(again.run_id))
+    assert model.config["train"]["init_from"] is None
+    # no plateau runs of the retrained twins; M of spatial-init answers for no record, but runs first
+    assert not any(
+        r.variant.endswith("-init") for run in study.runs if run.kind == "plateau" for r in run.records
+    )
+    spatial = record_run("spatial-init", True)
+    lone = by_id[str(spatial.needs)]
+    assert lone.records == [] and lone.kind == "twin"
+    chosen = select_runs(study, ["*/x4/ours/spatial-init/bin/s0/*"])
+    assert [run.run_id for run in chosen] == [lone.run_id, spatial.run_id]
+    log = io.StringIO()
+    run_study(study, dry_run=True, only=["*/x4/ours/spatial-init/*/s0/*"], out=log)
+    assert f"{lone.run_id} [twin: ours, 30 it]" in log.getvalue()
+    assert f"<- from {lone.run_id}" in log.getvalue()
+
+
 def test_run_ids_are_stable_and_follow_the_recipe(images: Path, tmp_path: Path) -> None:
     first = parse_study(grid_raw(images), tmp_path / "a.yaml", tmp_path / "out")
     again = parse_study(grid_raw(images), tmp_path / "b.yaml", tmp_path / "out")
@@ -296,6 +343,21 @@ def test_smoke_study_runs_resumes_and_records(images: Path, tmp_path: Path) -> N
     log = io.StringIO()
     run_study(study, dry_run=True, out=log)
     assert log.getvalue().count("done ") == 4
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_init_twin_study_trains_the_model_first_and_records_the_pair(images: Path, tmp_path: Path) -> None:
+    raw = smoke_raw(images)
+    raw["models"] = {"ours": {"variants": {"base-init": {"init": "twin"}}}}
+    study = parse_study(raw, tmp_path / "init.yaml", tmp_path / "out")
+    assert [run.kind for run in study.runs] == ["twin", "init-twin", "init"]
+    log = io.StringIO()
+    assert run_study(study, progress=False, out=log) == 0
+    data = load_results(study.results)
+    check_study_json(data, study.results)
+    pair = {(r["binary"], r["kind"]) for r in data["runs"]}
+    assert pair == {(True, "init"), (False, "init-twin")}  # M itself answers for no record
+    assert all(r["variant"] == "base-init" for r in data["runs"])
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -579,6 +641,13 @@ def test_report_from_study_json(tmp_path: Path) -> None:
         (lambda raw: raw.update(plateau={"factor": [2, "4"]}), "plateau.factor must be an integer >= 2"),
         (lambda raw: raw.update(plateau={"factor": [2, 2]}), "plateau.factor lists a factor twice"),
         (lambda raw: raw.update(plateau={"models": ["ours/fast"]}), "plateau.models must list models"),
+        (lambda raw: raw["models"]["ours"]["variants"].update(i={"init": "x4"}), "variants.i.init must be"),
+        (
+            lambda raw: (
+                raw["models"]["ours"]["variants"].update(i={"init": "twin"}) or raw.update(twins=False)
+            ),
+            "init: twin needs a binary model and twins: true",
+        ),
         (lambda raw: raw["eval"].update(sets={}), "eval.sets must map set names"),
     ],
 )

@@ -266,6 +266,35 @@ def test_distillation_hooks_modules_present_in_both_networks(data_dir: Path, tmp
         train(resolve_config(raw), progress=False)
 
 
+def test_init_from_starts_a_binary_model_at_a_trained_full_precision_one(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """``train.init_from`` (the study's ``init: twin``): every tensor of the file whose name and shape
+    match is copied; the learnable weight scales, absent from a full-precision model, start at
+    ``mean|W_o|`` of the loaded latent weights, not of the random ones."""
+    torch.manual_seed(11)
+    source = create_model("ours", scale=2, binary=False, n_feats=8, n_blocks=1)
+    with torch.no_grad():
+        for tensor in source.parameters():
+            tensor.add_(torch.randn_like(tensor))  # far from any fresh initialisation
+    save_model(tmp_path / "fp.safetensors", source)
+    raw = raw_config(data_dir, tmp_path / "runs", iterations=1, optimizer={"lr": 1e-12})
+    raw["network"] = {"name": "ours", "n_feats": 8, "n_blocks": 1}
+    raw["train"]["init_from"] = str(tmp_path / "fp.safetensors")
+    train(resolve_config(raw), progress=False)
+    started = load_file(str(tmp_path / "runs" / "tiny" / "last.safetensors"))
+    expected = source.state_dict()
+    shared = [name for name in started if name in expected]
+    assert set(shared) == set(expected)  # latent weights, thresholds, attention, RPReLU, head and tail
+    for name in shared:
+        torch.testing.assert_close(started[name], expected[name], atol=1e-6, rtol=0)
+    scales = [name for name in started if name.endswith("weight_binarizer.alpha")]
+    assert scales
+    for name in scales:
+        weight = expected[name.replace("weight_binarizer.alpha", "weight")]
+        torch.testing.assert_close(started[name], weight.abs().flatten(1).mean(1), atol=1e-5, rtol=0)
+
+
 def test_two_process_gloo_ddp_matches_one_process(data_dir: Path, tmp_path: Path) -> None:
     """``torchrun --nproc_per_node 2`` on CPU (gloo) equals one process with the same global batch."""
     raw = raw_config(data_dir, tmp_path / "runs", iterations=4, ema=None)

@@ -121,6 +121,19 @@ class BinaryConv2d(nn.Conv2d):
         return F.conv2d(a, self.effective_weight(), self.bias, self.stride)
 
 
+@torch.no_grad()
+def settle_weight_scales(model: nn.Module) -> None:
+    """Compute every binary conv's weight scale once, now, from its current latent weights.
+
+    A learnable scale (``α_o = mean|W_o|``, Ma et al. 2019) is set on the first forward call; a
+    trainer calls this after loading initial weights and before copying the model (EMA), so the copy
+    starts with the scales of the loaded weights rather than the placeholder ones.
+    """
+    for module in model.modules():
+        if isinstance(module, BinaryConv2d):
+            module.effective_weight()
+
+
 class RPReLU(nn.Module):
     """ReActNet's RPReLU (Liu et al. 2020), used by BBCU: ``y = PReLU(x − γ_c; β_c) + ζ_c``.
 

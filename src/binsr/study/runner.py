@@ -56,7 +56,8 @@ CURVE_POINTS = 200
 
 
 def select_runs(study: Study, only: Sequence[str] = ()) -> list[StudyRun]:
-    """The runs whose labels match any shell pattern in ``only`` (all when empty), plus their teachers."""
+    """The runs whose labels match any shell pattern in ``only`` (all when empty), plus the runs they
+    need (teachers, the models they are initialised from)."""
     if not only:
         return list(study.runs)
     by_id = study.by_id()
@@ -72,10 +73,10 @@ def select_runs(study: Study, only: Sequence[str] = ()) -> list[StudyRun]:
         )
     stack = list(chosen)
     while stack:
-        teacher = by_id[stack.pop()].teacher
-        if teacher is not None and teacher not in chosen:
-            chosen.add(teacher)
-            stack.append(teacher)
+        needed = by_id[stack.pop()].needs
+        if needed is not None and needed not in chosen:
+            chosen.add(needed)
+            stack.append(needed)
     return [run for run in study.runs if run.run_id in chosen]
 
 
@@ -193,8 +194,8 @@ def execute_run(
     from binsr.train.state import STATE_JSON
 
     run_dir = study.run_dir(run)
-    if run.teacher is not None and read_done(study, study.by_id()[run.teacher]) is None:
-        raise BinsrError(f"run {run.run_id} needs its teacher {run.teacher} to finish first")
+    if run.needs is not None and read_done(study, study.by_id()[run.needs]) is None:
+        raise BinsrError(f"run {run.run_id} needs {run.needs} to finish first")
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = (run_dir / STATE_JSON).is_file()
     if not resume:  # killed before its first checkpoint: start afresh
@@ -346,6 +347,8 @@ class _InlineExecutor:
 
 
 def _describe(run: StudyRun) -> str:
+    if not run.records:  # needed by others only
+        return f"{run.run_id} [{run.kind}: {run.config['network']['name']}, {run.iterations} it]"
     first = run.records[0]
     more = f" (+{len(run.records) - 1} shared)" if len(run.records) > 1 else ""
     return f"{run.run_id} [{run.kind}: {first.model}/{first.variant}{more}, {run.iterations} it]"
@@ -357,10 +360,10 @@ def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO) -> None:
     left: dict[str, int] = {}
     for run in runs:
         status, iteration = run_status(study, run)
-        track = run.records[0].track
+        track = run.run_id.split("/")[0]
         left[track] = left.get(track, 0) + (0 if status == "done" else run.iterations - iteration)
-        teacher = f" <- teacher {run.teacher}" if run.teacher else ""
-        out.write(f"{status:7s} {iteration:>7d}/{run.iterations:<7d} {_describe(run)}{teacher}\n")
+        needs = f" <- {'teacher' if run.teacher else 'from'} {run.needs}" if run.needs else ""
+        out.write(f"{status:7s} {iteration:>7d}/{run.iterations:<7d} {_describe(run)}{needs}\n")
         for label in run.labels:
             out.write(f"{'':25s}{label}\n")
     out.write(f"{len(runs)} runs; runs folder {study.runs_dir}; results {study.results}\n")
@@ -390,7 +393,7 @@ def run_study(
 ) -> int:
     """Run the selected runs of ``study`` one after another (or ``jobs`` at a time); returns an exit code.
 
-    Finished runs are skipped, partial ones continued; teachers run before their students. With
+    Finished runs are skipped, partial ones continued; the runs a run needs go first. With
     ``jobs > 1`` the longest runs start first (a stable sort, so the study's order breaks ties). After every
     run ``study.json`` and the report are rewritten. A run that fails with a :class:`BinsrError` stops
     the study, or with ``keep_going`` is reported and the rest go on (exit code 1 at the end).
@@ -443,11 +446,11 @@ def run_study(
             for run in list(pending):
                 if len(running) >= jobs:
                     break
-                if run.teacher in failed:
-                    failed[run.run_id] = f"its teacher {run.teacher} failed"
+                if run.needs in failed:
+                    failed[run.run_id] = f"{run.needs}, which it needs, failed"
                     pending.remove(run)
                     continue
-                if run.teacher is not None and run.teacher not in done_ids:
+                if run.needs is not None and run.needs not in done_ids:
                     continue
                 pending.remove(run)
                 out.write(f"[{finished + len(running) + 1}/{total}] training {_describe(run)}\n")
@@ -455,9 +458,7 @@ def run_study(
                 running[executor.submit(execute_run, study, run, device, progress, compile_model)] = run
             if not running:
                 if pending:
-                    raise BinsrError(
-                        f"run {pending[0].run_id} waits for teacher {pending[0].teacher}, never run"
-                    )
+                    raise BinsrError(f"run {pending[0].run_id} waits for {pending[0].needs}, never run")
                 break
             complete, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for future in complete:

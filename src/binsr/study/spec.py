@@ -20,6 +20,7 @@ A study file is YAML (relative paths are taken from the file's folder)::
           base: {}
           fda-nothr: {surrogate: fda, learnable_threshold: false, seeds: [0]}  # screened on seed 0
           base-distill: {distill: true} # distil from the full-precision twin (or a mapping of weights)
+          base-init: {init: twin}       # start from the full-precision twin's final weights
     scales: [4, 2]
     seeds: [0, 1, 2]
     twins: true                         # pair every binary run with its full-precision twin
@@ -38,6 +39,11 @@ twin (``binary: false``, distillation off, same iterations). Twins whose network
 (same layers, attributes and initial weights, e.g. ``bnn`` and ``bireal`` without binarization, or two
 ``ours`` variants that differ only in the surrogate) are trained once and answer for all of them.
 Distillation runs use their twin's final checkpoint as the teacher, so the twin is a dependency.
+A variant with ``init: twin`` binarizes a trained full-precision model M (the twin of its network, as
+the preprint's Q(M) − Q(B) asks): its binary run starts from M's final weights (latent weights, thresholds,
+attention; the learnable weight scales start at ``mean|W|`` of M's filters) and trains the study's
+recipe; its twin is M trained the same recipe again from M with binarization off, so the pair differs
+only in binarization, as every pair does.
 
 Each run lives in ``<output.runs>/<track>/x<scale>/<id>``, where ``<id>`` holds the run's length
 (``i<N>``) and ends in a digest of everything else that determines the training (the study file's own
@@ -64,6 +70,7 @@ import torch
 from binsr.errors import BinsrError
 from binsr.evaluate import check_scale
 from binsr.metrics import CONVENTIONS
+from binsr.train import LAST_FILE
 from binsr.train.config import read_yaml_file, resolve_config
 
 __all__ = ["RecordKey", "Study", "StudyRun", "load_study", "parse_study"]
@@ -93,8 +100,11 @@ DEFAULT_OUTPUT = {
 }
 DEFAULT_INPUT = (320, 180)
 
-KIND_PHASE = {"fp": 0, "twin": 0, "binary": 1, "distill": 2, "plateau": 3}
-"""Execution order inside one (track, seed, scale): twins first (teachers), plateau runs last."""
+KIND_PHASE = {"fp": 0, "twin": 0, "binary": 1, "init-twin": 1, "distill": 2, "init": 2, "plateau": 3}
+"""Execution order inside one (track, seed, scale): twins first (teachers and initialisations), plateau
+runs last."""
+INIT_SOURCES = ("twin",)
+"""What ``init`` of a variant may name: the final checkpoint of the variant's full-precision twin."""
 
 
 @dataclass(frozen=True, order=True)
@@ -129,6 +139,8 @@ class StudyRun:
         config: the resolved training config (:func:`binsr.train.resolve_config`).
         records: the grid points it answers (several when identical twins are shared).
         teacher: ``run_id`` of the run whose final checkpoint is the distillation teacher.
+        needs: ``run_id`` of the run whose final checkpoint it reads (its teacher or the run it is
+            initialised from): that run must finish first.
         order: sort key of the execution order.
     """
 
@@ -137,6 +149,7 @@ class StudyRun:
     config: dict[str, Any]
     records: list[RecordKey] = field(default_factory=list)
     teacher: str | None = None
+    needs: str | None = None
     order: tuple[Any, ...] = ()
 
     @property
@@ -426,6 +439,11 @@ def _parse_models(value: Any, seeds: list[int]) -> dict[str, dict[str, Any]]:
             vwhere = f"{where}.variants.{_name(variant, 'variant')}"
             vspec = _mapping(vspec, vwhere)
             distill = vspec.pop("distill", False)
+            init = vspec.pop("init", None)
+            if init is not None and init not in INIT_SOURCES:
+                raise BinsrError(
+                    f"study key {vwhere}.init must be one of {', '.join(INIT_SOURCES)} or null, got {init!r}"
+                )
             variant_seeds = model_seeds
             if "seeds" in vspec:
                 variant_seeds = _subset_seeds(vspec.pop("seeds"), seeds, f"{vwhere}.seeds")
@@ -438,7 +456,7 @@ def _parse_models(value: Any, seeds: list[int]) -> dict[str, dict[str, Any]]:
             for key in ("binary", "scale", "name"):
                 if key in vspec:
                     raise BinsrError(f"study key {vwhere}.{key} is set by the grid; remove it")
-            variants[variant] = {"kwargs": vspec, "distill": distill, "seeds": variant_seeds}
+            variants[variant] = {"kwargs": vspec, "distill": distill, "init": init, "seeds": variant_seeds}
         models[model] = {"binary": _accepts_binary(model), "kwargs": kwargs, "variants": variants}
     return models
 
@@ -499,6 +517,11 @@ def _scaled_schedule(raw: dict[str, Any], factor: int) -> dict[str, Any]:
     return out
 
 
+def _initialised(recipe: dict[str, Any], study: Study, source: str) -> dict[str, Any]:
+    """``recipe`` starting from the final checkpoint of run ``source`` (``train.init_from``)."""
+    return _merge(recipe, {"train": {"init_from": str(study.runs_dir / source / LAST_FILE)}})
+
+
 def _run_raw(
     recipe: dict[str, Any], run_id: str, network: dict[str, Any], distill: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -521,12 +544,13 @@ class _Grid:
         run_id: str,
         network: dict[str, Any],
         recipe: dict[str, Any],
-        record: RecordKey,
+        record: RecordKey | None,
         where: str,
         order: tuple[int, ...],
         distill: dict[str, Any] | None = None,
     ) -> StudyRun:
-        """The run ``run_id`` (created on first sight from ``recipe``) with ``record`` added to it."""
+        """The run ``run_id`` (created on first sight from ``recipe``) with ``record`` added to it (none:
+        a run only others need, such as the model an ``init: twin`` variant binarizes)."""
         if run_id not in self.runs:
             try:
                 config = resolve_config(_run_raw(recipe, run_id, network, distill), base_dir=self.base_dir)
@@ -534,7 +558,7 @@ class _Grid:
                 raise BinsrError(f"study {where}: {error}") from None
             self.runs[run_id] = StudyRun(run_id, kind, config, order=(*order, KIND_PHASE[kind]))
         run = self.runs[run_id]
-        if record not in run.records:
+        if record is not None and record not in run.records:
             run.records.append(record)
         return run
 
@@ -579,8 +603,13 @@ def _expand(
                         where = f"track {track}, x{scale}, seed {seed}, model {model}, variant {variant}"
                         kwargs = {**tspec["network"], **mspec["kwargs"], **vspec["kwargs"]}
                         has_binary, wants_distill = mspec["binary"], vspec["distill"] is not False
+                        wants_init = vspec["init"] is not None
                         if has_binary and wants_distill and not twins:
                             raise BinsrError(f"study {where}: distillation needs twins: true")
+                        if wants_init and not (has_binary and twins):
+                            raise BinsrError(
+                                f"study {where}: init: twin needs a binary model and twins: true"
+                            )
                         fp_network = {"name": model, **kwargs, **({"binary": False} if has_binary else {})}
                         try:
                             arch = architecture_digest(
@@ -594,8 +623,24 @@ def _expand(
                             kind = "twin" if has_binary else "fp"
                             fp_id = f"{prefix}/twin-i{iterations}-{twin_digest}-s{seed}"
                             fp_key = RecordKey(track, scale, model, variant, False, seed, iterations)
-                            twin = grid.add(kind, fp_id, fp_network, recipe, fp_key, where, order)
-                            for factor in _plateau_factors(plateau, seed, model, variant):
+                            if wants_init:  # M: trained first, answering for no record of this variant
+                                twin = grid.add(kind, fp_id, fp_network, recipe, None, where, order)
+                                again_digest = _digest({"recipe": view, "arch": arch, "init": twin.run_id})
+                                again = grid.add(
+                                    "init-twin",
+                                    f"{prefix}/twin-i{iterations}-{again_digest[:10]}-s{seed}",
+                                    fp_network,
+                                    _initialised(recipe, study, twin.run_id),
+                                    fp_key,
+                                    where,
+                                    order,
+                                )
+                                again.needs = twin.run_id
+                            else:
+                                twin = grid.add(kind, fp_id, fp_network, recipe, fp_key, where, order)
+                            for factor in (
+                                [] if wants_init else _plateau_factors(plateau, seed, model, variant)
+                            ):
                                 long = _scaled_schedule(recipe, factor)
                                 n = long["train"]["iterations"]
                                 long_id = f"{prefix}/twin-i{n}-{twin_digest}-s{seed}"
@@ -611,16 +656,25 @@ def _expand(
                                 **distill,
                                 **(vspec["distill"] if isinstance(vspec["distill"], Mapping) else {}),
                             }
-                        digest = _digest(
-                            {"recipe": view, "network": network, "teacher": teacher, "distill": settings}
-                        )
+                        source = twin.run_id if wants_init and twin is not None else None
+                        identity = {
+                            "recipe": view,
+                            "network": network,
+                            "teacher": teacher,
+                            "distill": settings,
+                        }
+                        if source is not None:  # only then, so the other runs keep their ids
+                            identity["init"] = source
+                        digest = _digest(identity)
                         run_id = f"{prefix}/{model}-{variant}-i{iterations}-s{seed}-{digest[:8]}"
                         train_distill = None
                         if settings is not None:
-                            teacher_file = study.runs_dir / str(teacher) / "last.safetensors"
+                            teacher_file = study.runs_dir / str(teacher) / LAST_FILE
                             train_distill = {**settings, "teacher": str(teacher_file)}
                         key = RecordKey(track, scale, model, variant, True, seed, iterations)
-                        kind = "distill" if teacher else "binary"
-                        run = grid.add(kind, run_id, network, recipe, key, where, order, train_distill)
+                        kind = "distill" if teacher else "init" if source else "binary"
+                        binary_recipe = recipe if source is None else _initialised(recipe, study, source)
+                        run = grid.add(kind, run_id, network, binary_recipe, key, where, order, train_distill)
                         run.teacher = teacher
+                        run.needs = teacher or source
     return grid.ordered()

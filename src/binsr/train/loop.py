@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from binsr.checkpoint import load_safetensors, save_model
 from binsr.data.datasets import open_eval_set
 from binsr.errors import BinsrError
+from binsr.layers import settle_weight_scales
 from binsr.models import create_model
 from binsr.train.config import dump_config, model_kwargs
 from binsr.train.data import sampler_from_config
@@ -145,6 +146,7 @@ class Trainer:
         self.model = create_model(network["name"], scale=self.scale, **model_kwargs(network)).to(self.device)
         if train["init_from"] is not None:
             initialise_from(self.model, Path(train["init_from"]))
+        settle_weight_scales(self.model)
         self.model.train()
         # The EMA copy is made before the distiller hooks the student, so it carries no hooks.
         self.ema_decay: float | None = train["ema"]
