@@ -121,6 +121,19 @@ def test_run_directory_holds_config_metrics_plot_and_checkpoints(full_run: Path)
     assert best.config == last.config and best.config["kwargs"]["n_feats"] == 8
 
 
+def test_curves_before_the_first_validation_plot_without_a_warning(tmp_path: Path) -> None:
+    import warnings
+
+    from binsr.train.logs import RunLog
+
+    log = RunLog(tmp_path, ["Set5"])
+    log.add(100, {"loss": 0.03, "lr": 1e-4, "time": 1.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns on a legend with nothing to label
+        log.plot()
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_starting_over_an_existing_run_is_refused(full_run: Path) -> None:
     config = yaml.safe_load((full_run / "config.yaml").read_text())
     with pytest.raises(BinsrError, match="already holds a run; continue it with --resume"):

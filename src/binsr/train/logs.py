@@ -104,7 +104,7 @@ class RunLog:
             points = [(it, self.rows[it][key]) for it in iterations if _finite(self.rows[it].get(key))]
             if points:
                 psnr_ax.plot(*zip(*points, strict=True), marker="o", ms=3, lw=1, label=name)
-        if self.val_names:
+        if psnr_ax.lines:  # none before the first validation
             psnr_ax.legend(loc="lower right")
         psnr_ax.set(title="validation PSNR (Y)", xlabel="iteration", ylabel="PSNR (dB)")
         for ax in (loss_ax, psnr_ax):
