@@ -32,7 +32,10 @@ it there)::
 ``--study-only`` skips steps 1 and 2 and the shipped pair: ``studies/cpu.yaml`` runs as committed (so
 every run keeps its id) until the deadline, and runs stopped there are packed with their training
 state to be resumed elsewhere (:func:`pack_study`). ``--compile`` trains the study through
-``torch.compile``.
+``torch.compile``. A run that needs another (a distillation teacher, the model an ``init: twin``
+variant starts from) finished here is not trained again when its folder under ``runs/study`` is in
+``carry`` (:func:`reuse_needed_runs`; ``binsr study studies/cpu.yaml --dry-run --only ...`` names it
+after ``<- teacher`` / ``<- from``).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +60,7 @@ DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "scripts"))
 from train_shipped_models import calibrate, launch, overrides, seconds_per_iteration  # noqa: E402
 
+from binsr.errors import BinsrError  # noqa: E402
 from binsr.study import Study, StudyRun, load_study  # noqa: E402
 from binsr.study.runner import DONE_FILE, select_runs  # noqa: E402
 from binsr.train import CONFIG_FILE, LAST_FILE  # noqa: E402
@@ -217,13 +222,44 @@ PARTIAL_FILES = (CONFIG_FILE, METRICS_CSV, STATE_JSON, STATE_TENSORS, LAST_FILE)
 """What a run stopped at the deadline needs to be continued elsewhere (``binsr study`` resumes it)."""
 
 
-def pack_study(study_root: Path, out: Path, session: dict, max_parts: int) -> list[str]:
+REUSED_FILES = (DONE_FILE, CONFIG_FILE, METRICS_CSV, LAST_FILE)
+"""What a finished run that others need brings to the device (its final checkpoint and its record)."""
+
+
+def reuse_needed_runs(run_file: Path, results: Path, phases: list[list[str]]) -> list[str]:
+    """Copy into ``results/runs`` the runs that the runs of ``phases`` need (teachers, initialisations)
+    and that are finished in the study's own runs folder (here: carried to the device), so they are not
+    trained again; returns their ids."""
+    local = load_study(run_file)
+    device = load_study(run_file, results)
+    needed: set[str] = set()
+    for only in phases:
+        with contextlib.suppress(BinsrError):  # a pattern matching nothing fails in binsr study itself
+            needed |= {run.needs for run in select_runs(device, only) if run.needs}
+    copied = []
+    for run_id in sorted(needed):
+        source, target = local.run_dir(run_id), device.run_dir(run_id)
+        if not (source / DONE_FILE).is_file() or (target / DONE_FILE).exists():
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        for name in REUSED_FILES:
+            shutil.copy2(source / name, target / name)
+        copied.append(run_id)
+    return copied
+
+
+def pack_study(
+    study_root: Path, out: Path, session: dict, max_parts: int, reused: tuple[str, ...] = ()
+) -> list[str]:
     """Pack the study under ``study_root``: study.json and the finished runs' records first, then their
     checkpoints (``ours`` and twins before the others), then the runs stopped at the deadline, whole
-    enough to resume (most advanced first). Names are relative to ``study_root``
-    (``runs/<track>/x<scale>/<id>/...``, ``results/study.json``)."""
+    enough to resume (most advanced first); the ``reused`` runs (brought in, not trained here) are left
+    out. Names are relative to ``study_root`` (``runs/<track>/x<scale>/<id>/...``,
+    ``results/study.json``)."""
     runs_root = study_root / "runs"
-    done_dirs = sorted(p.parent for p in study_root.rglob(DONE_FILE))
+    done_dirs = sorted(
+        p.parent for p in study_root.rglob(DONE_FILE) if str(p.parent.relative_to(runs_root)) not in reused
+    )
     reached = {  # run folder -> iteration of its last committed state, for runs not finished
         p.parent: json.loads(p.read_text(encoding="utf-8"))["iteration"]
         for p in runs_root.rglob(STATE_JSON)
@@ -260,6 +296,7 @@ def study_only(args: argparse.Namespace, data: Path, started: float, deadline: f
     run_file.write_text(keep_sets(study_file.read_text(encoding="utf-8"), args.eval_sets), encoding="utf-8")
     phases = [args.only, *args.then]
     session: dict = {"budget_s": args.budget, "jobs": args.jobs, "phases": phases, "compile": args.compile}
+    session["reused"] = reuse_needed_runs(run_file, work / "study", phases)
     session["phase_exits"] = []
     compile_model = args.compile
     for only in phases:
@@ -280,7 +317,7 @@ def study_only(args: argparse.Namespace, data: Path, started: float, deadline: f
     session["stopped_at_deadline"] = time.monotonic() >= deadline
     run_file.unlink()
     session["elapsed_s"] = round(time.monotonic() - started, 1)
-    archives = pack_study(work / "study", out, session, 6)
+    archives = pack_study(work / "study", out, session, 6, tuple(session["reused"]))
     archives += pack([(work / "study.log", "study.log")], out, "meta", 1)[0]
     session["archives"] = archives
     (out / "session.json").write_text(json.dumps(session, indent=2), encoding="utf-8")

@@ -9,6 +9,10 @@ import tarfile
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
+import yaml
+from PIL import Image
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -104,3 +108,42 @@ def test_study_only_runs_phases_in_order_and_retries_a_failed_compiled_study(
     session = json.loads((args.out / "session.json").read_text())
     assert [e["exit"] for e in session["phase_exits"]] == [1, 0, 0]
     assert not (REPO / "studies" / "cpu_device.yaml").exists()
+
+
+def test_runs_needed_and_finished_here_are_reused_not_retrained(tmp_path: Path) -> None:
+    """An ``init: twin`` run on the device starts from the twin finished here (carried), which is
+    neither trained again nor packed back."""
+    script = load_script()
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.full((24, 24, 3), 128, np.uint8)).save(images / "0.png")
+    raw = yaml.safe_load((REPO / "studies" / "smoke.yaml").read_text())
+    raw["base"]["datasets"]["train"]["hr_folders"] = [str(images)]
+    raw["base"]["datasets"]["val"]["folders"] = [str(images)]
+    raw["eval"]["sets"] = {"Set5": str(images)}
+    raw["models"] = {"ours": {"variants": {"base": {}, "base-init": {"init": "twin"}}}}
+    raw["output"] = {"runs": "local_runs", "results": "local.json", "report": "LOCAL.md"}
+    run_file = tmp_path / "study.yaml"
+    run_file.write_text(json.dumps(raw))
+    local = script.load_study(run_file)
+    twin = next(run for run in local.runs if run.kind == "twin")
+    source = local.run_dir(twin)
+    source.mkdir(parents=True)
+    for name in script.REUSED_FILES:
+        (source / name).write_text(name)
+    work = tmp_path / "work" / "study"
+    phases = [["smoke/x2/ours/base-init/*"]]
+    assert script.reuse_needed_runs(run_file, work, phases) == [twin.run_id]
+    target = work / "runs" / twin.run_id
+    assert {p.name for p in target.iterdir()} == set(script.REUSED_FILES)
+    assert script.reuse_needed_runs(run_file, work, phases) == []  # already there
+    assert script.reuse_needed_runs(run_file, work, [["smoke/x2/ours/base/bin/*"]]) == []  # needs none
+    (work / "results").mkdir()
+    (work / "results" / "study.json").write_text('{"runs": []}')
+    out = tmp_path / "out"
+    out.mkdir()
+    session: dict = {}
+    script.pack_study(work, out, session, 1, (twin.run_id,))
+    with tarfile.open(out / "study_0.tar.gz") as tar:
+        assert tar.getnames() == ["results/study.json"]
+    assert session["study_done_runs"] == 0
