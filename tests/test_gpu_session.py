@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -147,3 +148,28 @@ def test_runs_needed_and_finished_here_are_reused_not_retrained(tmp_path: Path) 
     with tarfile.open(out / "study_0.tar.gz") as tar:
         assert tar.getnames() == ["results/study.json"]
     assert session["study_done_runs"] == 0
+
+
+def test_gpu_data_is_lossless_webp_of_every_image(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("make_gpu_data", REPO / "scripts" / "make_gpu_data.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rng = np.random.default_rng(0)
+    (tmp_path / "data" / "Tiny").mkdir(parents=True)
+    images = {
+        "rgb": rng.integers(0, 256, (20, 30, 3), dtype=np.uint8),
+        "gray": rng.integers(0, 256, (16, 12), dtype=np.uint8),
+    }
+    for name, pixels in images.items():
+        Image.fromarray(pixels).save(tmp_path / "data" / "Tiny" / f"{name}.png")
+    (tmp_path / "data" / "Tiny" / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    assert script.convert(tmp_path / "data", out, ["Tiny"], progress=False) > 0
+    assert sorted(p.name for p in (out / "Tiny").iterdir()) == ["gray.webp", "rgb.webp"]
+    for name, pixels in images.items():
+        with Image.open(out / "Tiny" / f"{name}.webp") as decoded:
+            mode = "L" if pixels.ndim == 2 else "RGB"
+            assert np.array_equal(np.asarray(decoded.convert(mode)), pixels)
+    with pytest.raises(SystemExit, match="no folder"):
+        script.convert(tmp_path / "data", out, ["Missing"], progress=False)

@@ -1,0 +1,76 @@
+"""The images a lent GPU session needs, as lossless WebP, small enough for the device's ``carry``.
+
+    python scripts/make_gpu_data.py                 # ../shared/data/{T91,BSD200,Set5,Set14} -> .gpu_data/
+
+The device copies the working tree (64 MiB in all) and cannot reach ``../shared``; the PNGs of the
+training sets and the first two evaluation sets are 65 MB, their lossless WebP copies about 44 MB.
+Every image is decoded again and compared pixel for pixel with its source before it is kept; the
+output is written atomically, so an interrupted run leaves no half-written image. BSD100 is left out
+by default: ``gpu_session.py --eval-sets Set5 Set14`` scores it here afterwards
+(``binsr study studies/cpu.yaml --score-only``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+from binsr.data.io import IMAGE_SUFFIXES  # noqa: E402
+from binsr.fileio import atomic_write_bytes  # noqa: E402
+
+DEFAULT_SETS = ("T91", "BSD200", "Set5", "Set14")
+
+
+def lossless_webp(source: Path) -> bytes:
+    """``source`` encoded as lossless WebP, checked to decode to the same pixels."""
+    with Image.open(source) as image:
+        image.load()
+        buffer = io.BytesIO()
+        image.save(buffer, format="WEBP", lossless=True, quality=100, method=6, exact=True)
+        data = buffer.getvalue()
+        with Image.open(io.BytesIO(data)) as again:
+            if not np.array_equal(np.asarray(image), np.asarray(again.convert(image.mode))):
+                raise SystemExit(f"make_gpu_data: {source} does not survive lossless WebP")
+    return data
+
+
+def convert(data: Path, out: Path, sets: list[str], progress: bool = True) -> int:
+    """Write ``out/<set>/<stem>.webp`` for every image of ``data/<set>``; returns the bytes written."""
+    sources = []
+    for name in sets:
+        folder = data / name
+        if not folder.is_dir():
+            raise SystemExit(f"make_gpu_data: no folder {folder}")
+        sources += [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    total = 0
+    for source in tqdm(sources, desc="lossless WebP", unit="image", disable=not progress):
+        target = out / source.parent.name / f"{source.stem}.webp"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        payload = lossless_webp(source)
+        atomic_write_bytes(target, payload)
+        total += len(payload)
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=REPO / ".gpu_data")
+    parser.add_argument("--sets", nargs="+", default=list(DEFAULT_SETS))
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    total = convert(args.data, args.out, args.sets, progress=not args.no_progress)
+    print(f"wrote {total / 2**20:.1f} MiB of lossless WebP under {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
