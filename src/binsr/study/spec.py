@@ -139,8 +139,7 @@ class StudyRun:
         config: the resolved training config (:func:`binsr.train.resolve_config`).
         records: the grid points it answers (several when identical twins are shared).
         teacher: ``run_id`` of the run whose final checkpoint is the distillation teacher.
-        needs: ``run_id`` of the run whose final checkpoint it reads (its teacher or the run it is
-            initialised from): that run must finish first.
+        initialised_from: ``run_id`` of the run whose final checkpoint it starts from (``init: twin``).
         order: sort key of the execution order.
     """
 
@@ -149,8 +148,14 @@ class StudyRun:
     config: dict[str, Any]
     records: list[RecordKey] = field(default_factory=list)
     teacher: str | None = None
-    needs: str | None = None
+    initialised_from: str | None = None
     order: tuple[Any, ...] = ()
+
+    @property
+    def needs(self) -> str | None:
+        """The run whose final checkpoint it reads (its teacher or initialisation): it must finish first.
+        With both, they are the same run (the variant's twin)."""
+        return self.teacher or self.initialised_from
 
     @property
     def labels(self) -> list[str]:
@@ -623,8 +628,11 @@ def _expand(
                             kind = "twin" if has_binary else "fp"
                             fp_id = f"{prefix}/twin-i{iterations}-{twin_digest}-s{seed}"
                             fp_key = RecordKey(track, scale, model, variant, False, seed, iterations)
-                            if wants_init:  # M: trained first, answering for no record of this variant
-                                twin = grid.add(kind, fp_id, fp_network, recipe, None, where, order)
+                            # with init: twin, M answers for no record of this variant: its retrained
+                            # copy below is the variant's twin
+                            record = None if wants_init else fp_key
+                            twin = grid.add(kind, fp_id, fp_network, recipe, record, where, order)
+                            if wants_init:
                                 again_digest = _digest({"recipe": view, "arch": arch, "init": twin.run_id})
                                 again = grid.add(
                                     "init-twin",
@@ -635,17 +643,14 @@ def _expand(
                                     where,
                                     order,
                                 )
-                                again.needs = twin.run_id
+                                again.initialised_from = twin.run_id
                             else:
-                                twin = grid.add(kind, fp_id, fp_network, recipe, fp_key, where, order)
-                            for factor in (
-                                [] if wants_init else _plateau_factors(plateau, seed, model, variant)
-                            ):
-                                long = _scaled_schedule(recipe, factor)
-                                n = long["train"]["iterations"]
-                                long_id = f"{prefix}/twin-i{n}-{twin_digest}-s{seed}"
-                                long_key = RecordKey(track, scale, model, variant, False, seed, n)
-                                grid.add("plateau", long_id, fp_network, long, long_key, where, order)
+                                for factor in _plateau_factors(plateau, seed, model, variant):
+                                    long = _scaled_schedule(recipe, factor)
+                                    n = long["train"]["iterations"]
+                                    long_id = f"{prefix}/twin-i{n}-{twin_digest}-s{seed}"
+                                    long_key = RecordKey(track, scale, model, variant, False, seed, n)
+                                    grid.add("plateau", long_id, fp_network, long, long_key, where, order)
                         if not has_binary:
                             continue
                         network = {"name": model, **kwargs, "binary": True}
@@ -676,5 +681,5 @@ def _expand(
                         binary_recipe = recipe if source is None else _initialised(recipe, study, source)
                         run = grid.add(kind, run_id, network, binary_recipe, key, where, order, train_distill)
                         run.teacher = teacher
-                        run.needs = teacher or source
+                        run.initialised_from = source
     return grid.ordered()
