@@ -9,8 +9,10 @@ from __future__ import annotations
 import copy
 import io
 import json
+import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +26,16 @@ from PIL import Image
 from binsr.cli import main
 from binsr.errors import BinsrError
 from binsr.study import load_results, load_study, run_study, write_report
-from binsr.study.report import _best_ours, _groups, best_variant, screened_ahead
+from binsr.study.report import (
+    PER_IMAGE,
+    _best_ours,
+    _groups,
+    best_variant,
+    bootstrap_interval,
+    paired_differences,
+    screened_ahead,
+    twin_gap,
+)
 from binsr.study.runner import DONE_FILE, run_status, score_checkpoint, select_runs
 from binsr.study.spec import parse_study
 from binsr.train.config import parse_yaml
@@ -396,6 +407,31 @@ def test_a_set_added_later_is_scored_without_retraining(images: Path, tmp_path: 
     assert [set(r["scores"]) for r in load_results(study.results)["runs"]] == [{"Set5", "Set14"}]
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_runs_scored_without_per_image_psnr_are_rescored(images: Path, tmp_path: Path) -> None:
+    """A ``done.json`` from before per-image scores were kept gets them from ``--score-only`` (the same
+    checkpoint, the same set means), without retraining."""
+    study_file = tmp_path / "smoke.yaml"
+    study_file.write_text(json.dumps(smoke_raw(images)))
+    study = load_study(study_file, tmp_path / "out")
+    run = study.runs[0]
+    assert run_study(study, only=[run.labels[0]], progress=False, out=io.StringIO()) == 0
+    marker = study.run_dir(run) / DONE_FILE
+    first = json.loads(marker.read_text())
+    old = copy.deepcopy(first)
+    for score in old["scores"].values():
+        del score[PER_IMAGE]
+    marker.write_text(json.dumps(old))
+    log = io.StringIO()
+    assert run_study(load_study(study_file, tmp_path / "out"), score_only=True, progress=False, out=log) == 0
+    assert f"scoring {run.run_id} on Set5" in log.getvalue()
+    assert json.loads(marker.read_text())["scores"] == first["scores"]
+    assert sorted(first["scores"]["Set5"][PER_IMAGE]) == ["0", "1", "2"]  # the images of the folder
+    log = io.StringIO()  # nothing left to score
+    assert run_study(load_study(study_file, tmp_path / "out"), score_only=True, progress=False, out=log) == 0
+    assert "scoring" not in log.getvalue()
+
+
 def record_scores(record: dict[str, Any]) -> tuple[Any, ...]:
     return (record["model"], record["binary"], json.dumps(record["scores"], sort_keys=True))
 
@@ -421,7 +457,10 @@ def check_study_json(data: dict[str, Any], path: Path) -> None:
             assert isinstance(record[name], kind), name
         assert set(record["scores"]) == {"Set5", "Set14", "BSD100"}
         for score in record["scores"].values():
-            assert set(score) == {"psnr", "ssim"} and 10 < score["psnr"] < 60 and 0 < score["ssim"] <= 1
+            assert set(score) == {"psnr", "ssim", PER_IMAGE}
+            assert 10 < score["psnr"] < 60 and 0 < score["ssim"] <= 1
+            # the set's PSNR is the mean of its images' (kept rounded to 1e-6 dB)
+            assert statistics.fmean(score[PER_IMAGE].values()) == pytest.approx(score["psnr"], abs=1e-6)
         assert (path.parent / record["checkpoint"]).is_file()
         assert record["ops"] > 0 and record["params"] > 0
         keys.add(
@@ -539,6 +578,72 @@ def test_best_variant_needs_every_seed_and_screened_variants_are_listed() -> Non
     assert ahead[0][2:] == pytest.approx((-0.02, -0.06))  # base on seed 0 alone: -0.06
     lines = _best_ours(records, _groups(records), "cpu", 2, ["Set5"])
     assert "`fda` (seed 0: -0.020 dB against -0.060 dB)" in lines[-1]
+
+
+def test_bootstrap_interval_covers_seeds_and_images() -> None:
+    assert bootstrap_interval([np.full((3, 5), -0.04)]) == pytest.approx((-0.04, -0.04))
+    # one seed, many images: about mean ± 1.96 sd / sqrt(n)
+    draws = np.random.default_rng(1).normal(0.3, 1.0, size=(1, 2000))
+    low, high = bootstrap_interval([draws])
+    half = 1.96 / math.sqrt(2000)
+    assert low < draws.mean() < high
+    assert high - low == pytest.approx(2 * half, rel=0.15)
+    # seeds that disagree while their images agree: the interval still has width (the seed spread)
+    seeds_apart = np.repeat(np.array([[-0.1], [0.0], [0.1]]), 50, axis=1)
+    low, high = bootstrap_interval([seeds_apart])
+    assert low < -0.03 and high > 0.03
+    # several sets: the interval of the mean over sets
+    low, high = bootstrap_interval([np.full((2, 4), -0.1), np.full((2, 9), 0.3)])
+    assert (low, high) == pytest.approx((0.1, 0.1))
+    with pytest.raises(BinsrError, match="same seeds"):
+        bootstrap_interval([np.zeros((2, 3)), np.zeros((3, 3))])
+
+
+def test_report_gives_bootstrap_intervals_and_per_image_gaps(tmp_path: Path) -> None:
+    """With per-image scores the best variant's gaps and its margin over bbcu_l get intervals, the
+    images that lose most are named and a per-image figure is drawn."""
+    images = ["baby", "bird", "butterfly", "head", "woman"]
+    loss = {"baby": -0.01, "bird": -0.02, "butterfly": -0.30, "head": 0.01, "woman": -0.03}
+
+    def record(model: str, binary: bool, seed: int) -> dict[str, Any]:
+        drop = loss if model == "ours" else dict.fromkeys(images, -0.2)
+        drop = drop if binary else dict.fromkeys(images, 0.0)
+        per_image = {image: 30.0 + index + 0.01 * seed + drop[image] for index, image in enumerate(images)}
+        score = {"psnr": statistics.fmean(per_image.values()), "ssim": 0.9, PER_IMAGE: per_image}
+        return {
+            "track": "cpu", "scale": 2, "model": model, "variant": "base", "binary": binary,
+            "iterations": 100, "seed": seed, "checkpoint": f"runs/{model}-{binary}-{seed}.safetensors",
+            "ops": 1e9, "params": 1e4,
+            "scores": {"Set5": score},
+        }  # fmt: skip
+
+    records = [record(m, b, seed) for m in ("ours", "bbcu_l") for b in (True, False) for seed in (0, 1, 2)]
+    groups = _groups(records)
+    ours, twin = groups[("cpu", 2, "ours", "base", True, 100)], groups[("cpu", 2, "ours", "base", False, 100)]
+    paired = paired_differences(ours, twin, "Set5")
+    assert paired is not None and paired[0] == images and paired[1].shape == (3, 5)
+    assert paired[1].mean() == pytest.approx(twin_gap(ours, twin, "Set5")[0])  # -0.07
+    lines = _best_ours(records, groups, "cpu", 2, ["Set5"])
+    text = "\n".join(lines)
+    interval = re.search(r"Set5 -0\.070 dB \[([-+.\d]+), ([-+.\d]+)\]", text)
+    assert interval is not None and float(interval[1]) < -0.07 < float(interval[2])
+    assert "within that noise of the target" in text  # one image drives the loss: a wide interval
+    assert "Set5 4/5 images lose (most: butterfly -0.300, woman -0.030, bird -0.020)" in text
+    assert re.search(r"Against `bbcu_l` .*: \+0\.130 dB \[[-+.\d]+, [-+.\d]+\] PSNR", text)
+    without = copy.deepcopy(records)
+    for r in without:
+        del r["scores"]["Set5"][PER_IMAGE]
+    assert "[" not in "\n".join(_best_ours(without, _groups(without), "cpu", 2, ["Set5"]))
+
+    results = tmp_path / "study.json"
+    results.write_text(json.dumps({"runs": records}))
+    written = write_report(results, tmp_path / "RESULTS.md")
+    assert tmp_path / "results" / "image_gaps_cpu_x2.png" in written
+    assert "](results/image_gaps_cpu_x2.png)" in (tmp_path / "RESULTS.md").read_text()
+    records[0]["scores"]["Set5"][PER_IMAGE] = [30.0, 31.0]  # names lost
+    results.write_text(json.dumps({"runs": records}))
+    with pytest.raises(BinsrError, match=r"runs\[0\]\.scores\.Set5\.per_image_psnr must map image names"):
+        load_results(results)
 
 
 def test_report_from_study_json(tmp_path: Path) -> None:

@@ -8,6 +8,11 @@ and params (K) by BBCU's convention. Below it: the best ``ours`` variant against
 ``bbcu_l``, and the plateau check (twins trained longer: Set5 gain of the longer run). Figures (PNG,
 matplotlib Agg) go to ``results/`` next to the report: PSNR against OPs and validation curves (from
 the curves each record carries). Everything is sorted, so the same ``study.json`` gives the same files.
+
+Where records carry per-image PSNR (``scores[set]["per_image_psnr"]``), the best variant's gaps and its
+margin over ``bbcu_l`` get 95 % intervals from a bootstrap over seeds and images
+(:func:`bootstrap_interval`, a fixed generator seed so the report is reproducible), and a figure shows
+the gap of every image against its twin's PSNR, naming the images that lose most.
 """
 
 from __future__ import annotations
@@ -23,13 +28,18 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from binsr.errors import BinsrError
 from binsr.fileio import atomic_write_bytes
 
 __all__ = [
     "FIGURES_DIR",
+    "PER_IMAGE",
     "best_variant",
+    "bootstrap_interval",
     "load_results",
+    "paired_differences",
     "render_report",
     "screened_ahead",
     "write_report",
@@ -43,6 +53,13 @@ PLATEAU_DB = 0.1
 TARGET_GAP_DB = 0.05
 """The study's goal: the best binary variant loses at most this much to its twin on every set."""
 GROUP_KEYS = ("track", "scale", "model", "variant", "binary", "iterations")
+PER_IMAGE = "per_image_psnr"
+"""Key, in a set's score, of the PSNR of each image (image name → dB): optional in ``study.json``."""
+CONFIDENCE = 0.95
+"""Coverage of the bootstrap intervals in the report."""
+BOOTSTRAP_RESAMPLES = 4000
+WORST_IMAGES = 3
+"""How many of the images that lose most to the twin the report names per set."""
 
 _FIELDS: dict[str, tuple[type, ...]] = {
     "model": (str,),
@@ -93,6 +110,9 @@ def load_results(path: str | Path) -> dict[str, Any]:
                 _is(score.get(m), (int, float)) for m in ("psnr", "ssim")
             ):
                 raise BinsrError(f'{where}.scores.{name} must be {{"psnr": number, "ssim": number}}')
+            images = score.get(PER_IMAGE, {})
+            if not isinstance(images, dict) or not all(_is(v, (int, float)) for v in images.values()):
+                raise BinsrError(f"{where}.scores.{name}.{PER_IMAGE} must map image names to numbers")
     return data
 
 
@@ -141,6 +161,73 @@ def twin_gap(
         if r["seed"] in twin_by_seed and name in r["scores"]
     ]
     return (statistics.fmean(gaps), len(gaps)) if gaps else (None, 0)
+
+
+def paired_differences(
+    first: Sequence[dict[str, Any]], second: Sequence[dict[str, Any]], name: str
+) -> tuple[list[str], np.ndarray] | None:
+    """Per-image PSNR of ``first`` − ``second`` on set ``name``, paired by seed and image.
+
+    Returns the image names and a (seeds × images) matrix over the seeds both have, or ``None`` when a
+    paired record lacks per-image scores or the two score different images. The mean of the matrix is
+    the difference of the set means (a set's PSNR is the mean of its images')."""
+    second_by_seed = {r["seed"]: r for r in second}
+    images: list[str] | None = None
+    rows = []
+    for record in first:
+        other = second_by_seed.get(record["seed"])
+        if other is None:
+            continue
+        mine = record["scores"].get(name, {}).get(PER_IMAGE)
+        theirs = other["scores"].get(name, {}).get(PER_IMAGE)
+        if not mine or not theirs or set(mine) != set(theirs) or (images and set(mine) != set(images)):
+            return None
+        images = images or sorted(mine)
+        rows.append([float(mine[image]) - float(theirs[image]) for image in images])
+    return (images, np.asarray(rows)) if rows and images else None
+
+
+def bootstrap_interval(
+    matrices: Sequence[np.ndarray],
+    confidence: float = CONFIDENCE,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over ``matrices`` of each matrix's mean.
+
+    Each matrix is (seeds × images) of paired differences on one evaluation set, with the same seeds
+    as rows in every matrix. One resample draws the seeds with replacement (shared by the sets: a seed's
+    runs are scored on all of them) and, within each set, the images with replacement (a two-level,
+    "hierarchical" bootstrap: Efron & Tibshirani 1993, ch. 8; Davison & Hinkley 1997, sec. 3.8), so the
+    interval covers both the seed-to-seed spread of training and which images a test set happens to
+    hold. With one seed it covers the images only; with few seeds it is somewhat too narrow, since a
+    resample of n seeds has n − 1 / n of their variance.
+    """
+    if not matrices or len({m.shape[0] for m in matrices}) != 1:
+        raise BinsrError("bootstrap_interval needs one or more matrices with the same seeds as rows")
+    rng = np.random.default_rng(seed)
+    n_seeds = matrices[0].shape[0]
+    seed_weights = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=resamples) / n_seeds
+    means = np.zeros(resamples)
+    for matrix in matrices:
+        n_images = matrix.shape[1]
+        image_weights = rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), size=resamples)
+        means += np.einsum("rs,si,ri->r", seed_weights, matrix, image_weights / n_images)
+    means /= len(matrices)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def _interval_of(
+    first: Sequence[dict[str, Any]], second: Sequence[dict[str, Any]], sets: Sequence[str]
+) -> tuple[float, float] | None:
+    """:func:`bootstrap_interval` of the mean over ``sets`` of ``first`` − ``second``, if every set has
+    per-image scores on the same seeds."""
+    paired = [paired_differences(first, second, name) for name in sets]
+    if not paired or any(p is None for p in paired) or len({p[1].shape[0] for p in paired if p}) != 1:
+        return None
+    return bootstrap_interval([p[1] for p in paired if p])
 
 
 # ------------------------------------------------------------------------------------ formatting
@@ -335,14 +422,46 @@ def _best_ours(
         return []
     key, gaps = best
     _, _, _, variant, _, iterations = key
+    twin = groups.get((*key[:4], False, iterations), [])
     met = all(gap >= -TARGET_GAP_DB for gap in gaps)
-    detail = ", ".join(f"{name} {gap:+.3f} dB" for name, gap in zip(sets, gaps, strict=True))
+    intervals = {name: _interval_of(groups[key], twin, [name]) for name in sets}
+    detail = ", ".join(
+        f"{name} {gap:+.3f} dB" + (f" [{iv[0]:+.3f}, {iv[1]:+.3f}]" if (iv := intervals[name]) else "")
+        for name, gap in zip(sets, gaps, strict=True)
+    )
     lines = [
         "",
         f"Best `ours` variant: **{variant}** ({iterations} iterations, {_seeds(groups[key])}): "
         f"Δ to its twin {detail} "
         f"(target ≥ −{TARGET_GAP_DB} dB on every set: {'met' if met else 'not met'}).",
     ]
+    if any(intervals.values()):
+        below = [name for name, iv in intervals.items() if iv and iv[1] < -TARGET_GAP_DB]
+        within = [name for name, iv in intervals.items() if iv and iv[0] < -TARGET_GAP_DB <= iv[1]]
+        above = [name for name, iv in intervals.items() if iv and iv[0] >= -TARGET_GAP_DB]
+        verdicts = [
+            f"{', '.join(names)}: {words}"
+            for names, words in (
+                (below, "missed beyond that noise (whole interval below the target)"),
+                (within, "within that noise of the target"),
+                (above, "met beyond that noise"),
+            )
+            if names
+        ]
+        lines.append(
+            f"In brackets: {CONFIDENCE:.0%} bootstrap intervals over seeds and images "
+            f"(`bootstrap_interval`). {'; '.join(verdicts)}."
+        )
+    losses = []
+    for name in sets:
+        per_image = _image_gaps(groups[key], twin, name)
+        if per_image is not None:
+            worst = sorted(zip(per_image[2], per_image[0], strict=True))[:WORST_IMAGES]
+            losing = sum(1 for gap in per_image[2] if gap < 0)
+            named = ", ".join(f"{image} {gap:+.3f}" for gap, image in worst)
+            losses.append(f"{name} {losing}/{len(per_image[0])} images lose (most: {named})")
+    if losses:
+        lines.append(f"Per image (mean over seeds, dB): {'; '.join(losses)}.")
     ahead = screened_ahead(records, key)
     if ahead:
         listed = "; ".join(
@@ -364,11 +483,29 @@ def _best_ours(
             if ours and ref:
                 diffs.append(statistics.fmean(ours) - statistics.fmean(ref))
         if diffs:
+            interval = _interval_of(chosen, reference, sets)
+            bracket = f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""
             lines.append(
                 f"Against `bbcu_l` on the same budget ({_seeds(reference)}): "
-                f"{statistics.fmean(diffs):+.3f} dB PSNR on average over the sets."
+                f"{statistics.fmean(diffs):+.3f} dB{bracket} PSNR on average over the sets."
             )
     return lines
+
+
+def _image_gaps(
+    binary: Sequence[dict[str, Any]], twin: Sequence[dict[str, Any]], name: str
+) -> tuple[list[str], list[float], list[float]] | None:
+    """Image names, the twin's PSNR of each and binary − twin PSNR of each (means over paired seeds) on
+    set ``name``, or ``None`` without per-image scores."""
+    paired = paired_differences(binary, twin, name)
+    if paired is None:
+        return None
+    images, matrix = paired
+    seeds = {r["seed"] for r in binary}
+    twin_psnr = np.mean(
+        [[float(r["scores"][name][PER_IMAGE][i]) for i in images] for r in twin if r["seed"] in seeds], axis=0
+    )
+    return images, twin_psnr.tolist(), matrix.mean(axis=0).tolist()
 
 
 def _plateau(groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tuple[Any, ...]]) -> list[str]:
@@ -533,7 +670,42 @@ def _figures(
         name = f"curves_{slug}.png"
         _save(figure, folder / name)
         links[(track, scale)].append((f"{track} x{scale}: validation curves", f"{link_prefix}/{name}"))
+
+        best = best_variant(records, track, scale)
+        if best is not None:
+            key = best[0]
+            twin = groups.get((*key[:4], False, key[5]), [])
+            panels = [(n, g) for n in sets if (g := _image_gaps(groups[key], twin, n)) is not None]
+            if panels:
+                title = f"{track} x{scale}: per-image gap of ours/{key[3]} ({key[5]} iterations)"
+                name = f"image_gaps_{slug}.png"
+                _image_gap_figure(panels, title, folder / name)
+                links[(track, scale)].append((title, f"{link_prefix}/{name}"))
     return links
+
+
+def _image_gap_figure(
+    panels: Sequence[tuple[str, tuple[list[str], list[float], list[float]]]], title: str, path: Path
+) -> None:
+    """One panel per set: each image's binary − twin PSNR against the twin's PSNR on it, the target
+    and the set's mean gap as lines, the images that lose most named."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.5 * len(panels), 3.8), dpi=100)
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (set_name, (images, twin_psnr, gaps)) in zip(axes, panels, strict=True):
+        ax.scatter(twin_psnr, gaps, s=12, alpha=0.7)
+        ax.axhline(-TARGET_GAP_DB, color="C3", ls="--", lw=1, label=f"target −{TARGET_GAP_DB} dB")
+        ax.axhline(statistics.fmean(gaps), color="C2", lw=1, label=f"mean {statistics.fmean(gaps):+.3f} dB")
+        ax.axhline(0.0, color="0.5", lw=0.5)
+        for gap, x, image in sorted(zip(gaps, twin_psnr, images, strict=True))[:WORST_IMAGES]:
+            ax.annotate(image, (x, gap), fontsize=6, xytext=(3, -3), textcoords="offset points")
+        ax.set(title=set_name, xlabel="twin PSNR (dB)", ylabel="binary − twin PSNR (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="lower right")
+    figure.suptitle(f"{title} (mean over seeds)")
+    figure.tight_layout()
+    _save(figure, path)
 
 
 def write_report(results: str | Path, report: str | Path) -> list[Path]:

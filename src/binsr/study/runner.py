@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 from binsr.errors import BinsrError
 from binsr.fileio import atomic_write_bytes
-from binsr.study.report import load_results, write_report
+from binsr.study.report import PER_IMAGE, load_results, write_report
 from binsr.study.spec import RecordKey, Study, StudyRun
 
 __all__ = [
@@ -118,18 +118,25 @@ def run_status(study: Study, run: StudyRun) -> tuple[str, int]:
 def score_checkpoint(
     checkpoint: Path, scale: int, sets: dict[str, str], convention: str, input_size: tuple[int, int]
 ) -> dict[str, Any]:
-    """PSNR/SSIM of ``checkpoint`` on each named set (as ``binsr eval``) and its OPs / params."""
+    """PSNR/SSIM of ``checkpoint`` on each named set (as ``binsr eval``) and its OPs / params.
+
+    Each set's score also holds the PSNR of every image (``per_image_psnr``, image name → dB, rounded to
+    1e-6 dB), so the report can pair a binary run with its twin image by image."""
     from binsr.complexity import count_complexity
     from binsr.evaluate import evaluate, resolve_upscaler
 
     upscaler = resolve_upscaler(str(checkpoint), scale)
-    results = evaluate(upscaler, list(sets.values()), [scale], convention, progress=False)
+    results = evaluate(upscaler, list(sets.values()), [scale], convention, progress=False, per_image=True)
     complexity = count_complexity(upscaler.model, input_size)  # type: ignore[attr-defined]
     return {
         "ops": float(complexity.ops),
         "params": float(complexity.params),
         "scores": {
-            name: {"psnr": float(r["psnr"]), "ssim": float(r["ssim"])}
+            name: {
+                "psnr": float(r["psnr"]),
+                "ssim": float(r["ssim"]),
+                PER_IMAGE: {row["image"]: round(float(row["psnr"]), 6) for row in r["per_image"]},
+            }
             for name, r in zip(sets, results, strict=True)
         },
     }
@@ -227,11 +234,12 @@ def execute_run(
 
 
 def complete_scores(study: Study, runs: Iterable[StudyRun], out: TextIO | None = None) -> int:
-    """Score finished runs on the study's evaluation sets that their ``done.json`` lacks; returns how many.
+    """Score finished runs on the study's evaluation sets that their ``done.json`` lacks, or has without
+    per-image scores (runs scored before they were kept); returns how many runs were scored.
 
     Adding a set to a study's ``eval.sets`` (or finishing a study on a machine that lacked one) then
     costs an evaluation, not a retraining. The run's own final checkpoint is scored, as ``binsr eval``
-    would, and ``done.json`` is rewritten atomically with the new scores added.
+    would, and ``done.json`` is rewritten atomically with the new scores in place of the old.
     """
     from binsr.train import LAST_FILE
 
@@ -240,7 +248,11 @@ def complete_scores(study: Study, runs: Iterable[StudyRun], out: TextIO | None =
         done = read_done(study, run)
         if done is None:
             continue
-        missing = {name: folder for name, folder in study.eval_sets.items() if name not in done["scores"]}
+        missing = {
+            name: folder
+            for name, folder in study.eval_sets.items()
+            if PER_IMAGE not in done["scores"].get(name, {})
+        }
         if not missing:
             continue
         if out is not None:
