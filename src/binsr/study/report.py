@@ -58,6 +58,7 @@ PER_IMAGE = "per_image_psnr"
 CONFIDENCE = 0.95
 """Coverage of the bootstrap intervals in the report."""
 BOOTSTRAP_RESAMPLES = 4000
+"""Resamples drawn for each bootstrap interval."""
 WORST_IMAGES = 3
 """How many of the images that lose most to the twin the report names per set."""
 
@@ -201,7 +202,7 @@ def bootstrap_interval(
     "hierarchical" bootstrap: Efron & Tibshirani 1993, ch. 8; Davison & Hinkley 1997, sec. 3.8), so the
     interval covers both the seed-to-seed spread of training and which images a test set happens to
     hold. With one seed it covers the images only; with few seeds it is somewhat too narrow, since a
-    resample of n seeds has n − 1 / n of their variance.
+    resample of n seeds has (n − 1)/n of their variance.
     """
     if not matrices or len({m.shape[0] for m in matrices}) != 1:
         raise BinsrError("bootstrap_interval needs one or more matrices with the same seeds as rows")
