@@ -33,7 +33,7 @@ import torch
 
 from binsr.data.imresize import single_thread
 
-__all__ = ["CONVENTIONS", "gaussian_window", "psnr", "rgb_to_y", "score_sr", "ssim"]
+__all__ = ["CONVENTIONS", "gaussian_window", "psnr", "rgb_to_y", "score_sr", "scored_plane", "ssim"]
 
 Convention = Literal["matlab", "basicsr"]
 CONVENTIONS: tuple[str, ...] = ("matlab", "basicsr")
@@ -141,13 +141,17 @@ def score_sr(
     BT.601 luma (rounded to 8 bits for ``convention="matlab"``, float for ``"basicsr"``), gray on its
     own values; ``scale`` pixels are cropped from every border first.
     """
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown convention {convention!r}; use one of {CONVENTIONS}")
     if sr.shape != hr.shape:
         raise ValueError(f"SR and HR shapes differ: {sr.shape} vs {hr.shape}")
-    y_sr = _luma(sr, convention)
-    y_hr = _luma(hr, convention)
-    if scale > 0:
-        y_sr = y_sr[scale:-scale, scale:-scale]
-        y_hr = y_hr[scale:-scale, scale:-scale]
+    y_sr = scored_plane(sr, scale, convention)
+    y_hr = scored_plane(hr, scale, convention)
     return psnr(y_sr, y_hr), ssim(y_sr, y_hr)
+
+
+def scored_plane(img: np.ndarray, scale: int, convention: Convention | str = "matlab") -> np.ndarray:
+    """The ``float64`` plane :func:`score_sr` compares: the luma of ``img`` (its gray values if it has one
+    channel), with ``scale`` pixels cropped from every border."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; use one of {CONVENTIONS}")
+    y = _luma(img, convention)
+    return y[scale:-scale, scale:-scale] if scale > 0 else y

@@ -3,7 +3,9 @@
 ``binsr study STUDY.yaml [--only PATTERN ...] [--dry-run] [--results DIR] [--jobs N]`` trains every run
 of the study that is not done yet (resuming interrupted ones), scores each, and rewrites
 ``study.json`` and ``RESULTS.md``. ``binsr study report [--results STUDY_JSON] [-o RESULTS.md]``
-regenerates the report from ``study.json`` alone. See docs/STUDY.md.
+regenerates the report from ``study.json`` alone. ``binsr study anatomy --data SET [--data SET ...]
+[--checkpoints INDEX] [-o ANATOMY.md]`` splits the gap of the shipped binary checkpoints to their twins
+over image regions (:mod:`binsr.study.anatomy`). See docs/STUDY.md.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 from pathlib import Path
 
 DEFAULT_RESULTS = Path("docs/results/study.json")
+DEFAULT_CHECKPOINTS = Path("docs/results/checkpoints/index.json")
+DEFAULT_ANATOMY = Path("docs/ANATOMY.md")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,9 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run a study grid (models x variants x scales x seeds, with FP twins) or regenerate its report",
         description=__doc__.splitlines()[0].split(": ", 1)[1],
         epilog="'binsr study report' regenerates RESULTS.md from study.json (default "
-        "docs/results/study.json; the report goes to the folder above: docs/RESULTS.md).",
+        "docs/results/study.json; the report goes to the folder above: docs/RESULTS.md). "
+        "'binsr study anatomy --data SET ...' writes docs/ANATOMY.md: where the shipped binary checkpoints "
+        "lose to their twins.",
     )
-    parser.add_argument("study", metavar="STUDY.yaml|report", help="a study file, or 'report'")
+    parser.add_argument(
+        "study", metavar="STUDY.yaml|report|anatomy", help="a study file, 'report' or 'anatomy'"
+    )
     parser.add_argument(
         "--only",
         action="append",
@@ -43,7 +51,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="runs go to DIR/runs, results to DIR/results/study.json, the report to DIR/RESULTS.md "
         "(default: the study file's output section); with 'report': the study.json file (or its folder)",
     )
-    parser.add_argument("-o", "--output", type=Path, help="with 'report': the report file to write")
+    parser.add_argument(
+        "-o", "--output", type=Path, help="with 'report' or 'anatomy': the Markdown file to write"
+    )
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="with 'anatomy': an evaluation set folder (repeatable)",
+    )
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=DEFAULT_CHECKPOINTS,
+        metavar="INDEX",
+        help=f"with 'anatomy': the shipped checkpoints' index.json or folder (default {DEFAULT_CHECKPOINTS})",
+    )
     parser.add_argument("--jobs", type=int, default=1, metavar="N", help="train N runs at a time (default 1)")
     parser.add_argument(
         "--threads",
@@ -84,6 +108,13 @@ def run(args: argparse.Namespace) -> int:
         report = args.output if args.output is not None else results.parent.parent / "RESULTS.md"
         written = write_report(results, report)
         print(f"wrote {report} and {len(written) - 1} figures from {results}", file=sys.stdout)
+        return 0
+    if args.study == "anatomy" and not Path(args.study).is_file():
+        from binsr.study.anatomy import write_anatomy
+
+        output = args.output if args.output is not None else DEFAULT_ANATOMY
+        written = write_anatomy(args.checkpoints, args.data, output, progress=not args.no_progress)
+        print(f"wrote {output} and {len(written) - 1} figures from {args.checkpoints}", file=sys.stdout)
         return 0
     from binsr.study import load_study, run_study
 

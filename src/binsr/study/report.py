@@ -41,6 +41,7 @@ __all__ = [
     "load_results",
     "paired_differences",
     "render_report",
+    "save_figure",
     "screened_ahead",
     "write_report",
 ]
@@ -567,7 +568,8 @@ def _plateau(groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tup
 # -------------------------------------------------------------------------------------- figures
 
 
-def _save(figure: Any, path: Path) -> None:
+def save_figure(figure: Any, path: Path) -> None:
+    """Write a matplotlib figure as PNG, atomically and without a timestamp (same input, same bytes)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", metadata={"Software": None})
     atomic_write_bytes(path, buffer.getvalue())
@@ -626,7 +628,7 @@ def _figures(
         ax.legend(loc="lower right")
         figure.tight_layout()
         name = f"psnr_ops_{slug}.png"
-        _save(figure, folder / name)
+        save_figure(figure, folder / name)
         links.setdefault((track, scale), []).append(
             (f"{track} x{scale}: PSNR vs OPs", f"{link_prefix}/{name}")
         )
@@ -669,7 +671,7 @@ def _figures(
         figure.suptitle(f"{track} x{scale}: validation curves (smallest seed; dashed = full precision)")
         figure.tight_layout()
         name = f"curves_{slug}.png"
-        _save(figure, folder / name)
+        save_figure(figure, folder / name)
         links[(track, scale)].append((f"{track} x{scale}: validation curves", f"{link_prefix}/{name}"))
 
         best = best_variant(records, track, scale)
@@ -706,7 +708,7 @@ def _image_gap_figure(
         ax.legend(fontsize=6, loc="lower right")
     figure.suptitle(f"{title} (mean over seeds)")
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def write_report(results: str | Path, report: str | Path) -> list[Path]:
