@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from binsr.data.datasets import EvalSet, open_eval_set
+from binsr.data.datasets import EvalSample, EvalSet, open_eval_set
 from binsr.data.imresize import _resize, bicubic_upscale_uint8
 from binsr.data.io import modcrop, read_image, write_image
 from binsr.errors import BinsrError
@@ -38,6 +38,7 @@ __all__ = [
     "check_scale",
     "evaluate",
     "evaluate_set",
+    "image_progress",
     "legacy_bicubic_y_scores",
     "resolve_upscaler",
 ]
@@ -117,6 +118,22 @@ def _progress_enabled(progress: bool) -> bool:
     return bool(progress) and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
 
 
+def image_progress(dataset: EvalSet, label: str, progress: bool = True) -> Iterator[EvalSample]:
+    """``dataset``'s samples behind a transient progress bar ``"<label> <set> x<scale>"`` on stderr
+    (shown only when ``progress`` and stderr is a terminal)."""
+    return iter(
+        tqdm(
+            dataset,
+            total=len(dataset),
+            desc=f"{label}{dataset.name} x{dataset.scale}",
+            unit="img",
+            file=sys.stderr,
+            disable=not _progress_enabled(progress),
+            leave=False,
+        )
+    )
+
+
 def evaluate_set(
     upscaler: Upscaler,
     dataset: EvalSet,
@@ -135,15 +152,7 @@ def evaluate_set(
         raise BinsrError(f"unknown convention {convention!r}; use one of {', '.join(CONVENTIONS)}")
     scale = dataset.scale
     per_image: list[dict[str, Any]] = []
-    bar = tqdm(
-        dataset,
-        total=len(dataset),
-        desc=f"{dataset.name} x{scale}",
-        unit="img",
-        file=sys.stderr,
-        disable=not _progress_enabled(progress),
-        leave=False,
-    )
+    bar = image_progress(dataset, "", progress)
     out_dir = Path(save_dir) / dataset.name / f"x{scale}" if save_dir is not None else None
     for sample in bar:
         sr = np.asarray(upscaler(sample.lr, scale))

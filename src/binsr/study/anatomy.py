@@ -29,18 +29,16 @@ import itertools
 import json
 import os
 import statistics
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from binsr.data.datasets import EvalSet, open_eval_set
 from binsr.errors import BinsrError
-from binsr.evaluate import Upscaler, resolve_upscaler
+from binsr.evaluate import Upscaler, image_progress, resolve_upscaler
 from binsr.fileio import atomic_write_bytes
 from binsr.metrics import scored_plane
 
@@ -159,16 +157,7 @@ def set_anatomy(
         raise BinsrError(f"evaluation set {dataset.name} has no images")
     images: list[ImageAnatomy] = []
     worst: tuple[float, np.ndarray, np.ndarray] | None = None
-    bar = tqdm(
-        dataset,
-        total=len(dataset),
-        desc=f"anatomy {dataset.name} x{dataset.scale}",
-        unit="img",
-        file=sys.stderr,
-        disable=not progress,
-        leave=False,
-    )
-    for sample in bar:
+    for sample in image_progress(dataset, "anatomy ", progress):
         y_hr = scored_plane(sample.hr, dataset.scale, convention)
         y_binary, y_twin = (
             scored_plane(np.asarray(upscaler(sample.lr, dataset.scale)), dataset.scale, convention)
