@@ -12,14 +12,17 @@ import torch
 from binsr.checkpoint import save_model
 from binsr.data.io import to_tensor, to_uint8
 from binsr.errors import BinsrError
+from binsr.evaluate import BicubicUpscaler
 from binsr.inference import (
     ModelUpscaler,
+    SelfEnsemble,
     load_upscaler,
     receptive_field_radius,
     shipped_model_path,
     tile_grid,
     upscale_tensor,
     upscale_uint8,
+    with_self_ensemble,
 )
 from tiny_models import tiny_model
 
@@ -63,6 +66,44 @@ def test_uint8_matches_rounded_float_and_handles_gray() -> None:
         expected = to_uint8(model(to_tensor(gray)[None].expand(1, 3, -1, -1)).mean(1))
     out = ModelUpscaler(model, 2, tile=6)(gray, 2)
     assert out.shape == (38, 50) and np.abs(out.astype(int) - expected).max() <= 1
+
+
+def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
+    """The eight images of ``x`` under D4, built as quarter turns and their transposes."""
+    turns = [torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]
+    return turns + [t.transpose(-2, -1) for t in turns]
+
+
+def test_self_ensemble_is_the_mean_over_d4_and_is_equivariant() -> None:
+    model = tiny_model(scale=2)
+    ensemble = SelfEnsemble(model)
+    lr = torch.rand(1, 3, 11, 16)
+    with torch.inference_mode():
+        out = ensemble(lr)
+        # the same mean, built another way: transposes instead of flips, each output mapped back
+        inverses = [lambda y, k=k: torch.rot90(y, -k, dims=(-2, -1)) for k in range(4)]
+        inverses += [lambda y, k=k: torch.rot90(y.transpose(-2, -1), -k, dims=(-2, -1)) for k in range(4)]
+        by_hand = sum(inv(model(g)) for inv, g in zip(inverses, _dihedral(lr), strict=True)) / 8
+        torch.testing.assert_close(out, by_hand, rtol=0, atol=1e-6)
+        assert (out - model(lr)).abs().max() > 1e-3  # the plain model is not equivariant: not vacuous
+        for g_in, g_out in zip(_dihedral(lr), _dihedral(out), strict=True):
+            torch.testing.assert_close(ensemble(g_in), g_out, rtol=0, atol=1e-6)
+    assert receptive_field_radius(ensemble) == receptive_field_radius(model)
+    tiled = upscale_tensor(ensemble, lr, 2, tile=5)
+    torch.testing.assert_close(tiled, out, rtol=0, atol=1e-5)
+
+
+def test_with_self_ensemble_wraps_model_upscalers_only() -> None:
+    plain = ModelUpscaler(tiny_model(scale=2), 2, name="tiny")
+    wrapped = with_self_ensemble(plain)
+    assert isinstance(wrapped.model, SelfEnsemble) and wrapped.scale == 2 and "self-ensemble" in wrapped.name
+    rgb = np.random.default_rng(1).integers(0, 256, (9, 12, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        expected = to_uint8(SelfEnsemble(plain.model)(to_tensor(rgb)[None]))
+    assert np.abs(wrapped(rgb, 2).astype(int) - expected).max() <= 1
+    assert not isinstance(plain.model, SelfEnsemble)  # the original is left as it was
+    with pytest.raises(BinsrError, match="self-ensemble needs a model"):
+        with_self_ensemble(BicubicUpscaler())
 
 
 def test_model_upscaler_refuses_other_scales() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from binsr.checkpoint import save_model
 from binsr.cli import main
 from binsr.data.io import read_image, write_image
-from binsr.inference import ModelUpscaler
+from binsr.inference import ModelUpscaler, with_self_ensemble
 from tiny_models import tiny_model
 
 
@@ -49,6 +50,38 @@ def test_folder_to_default_folder_keeps_gray(tmp_path: Path, ckpt: Path) -> None
     out = tmp_path / "imgs_x2"
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
     assert read_image(out / "a.png").shape == (16, 18, 3) and read_image(out / "b.png").shape == (14, 12)
+
+
+def test_self_ensemble_in_upscale_and_eval(
+    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lr = _image(tmp_path / "pic.png", (13, 17, 3))
+    argv = ["upscale", str(tmp_path / "pic.png"), "--model", str(ckpt), "--tile", "5", "--self-ensemble"]
+    assert main([*argv, "-o", str(tmp_path / "plus.png")]) == 0
+    capsys.readouterr()
+    expected = with_self_ensemble(ModelUpscaler(tiny_model(scale=2), 2, tile=None))(lr, 2)
+    plain = ModelUpscaler(tiny_model(scale=2), 2, tile=None)(lr, 2)
+    out = read_image(tmp_path / "plus.png")
+    assert np.abs(out.astype(int) - expected).max() <= 1 and np.abs(out.astype(int) - plain).max() > 1
+
+    hr_set = tmp_path / "set"
+    _image(hr_set / "hr.png", (24, 30, 3))
+    scores = {}
+    for extra in ([], ["--self-ensemble"]):
+        eval_argv = ["eval", "--model", str(ckpt), "--scale", "2", "--data", str(hr_set), "--format", "json"]
+        assert main([*eval_argv, "--no-progress", *extra]) == 0
+        scores[bool(extra)] = json.loads(capsys.readouterr().out)
+    assert scores[True] != scores[False]
+    _fails(
+        ["eval", "--scale", "2", "--data", str(hr_set), "--self-ensemble"],
+        capsys,
+        "self-ensemble needs a model",
+    )
+    _fails(
+        ["eval", "--model", str(ckpt), "--scale", "2", "4", "--data", str(hr_set), "--self-ensemble"],
+        capsys,
+        "--self-ensemble takes one --scale",
+    )
 
 
 def test_refusals(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:

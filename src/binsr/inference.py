@@ -39,7 +39,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +261,39 @@ class ModelUpscaler:
         untiled = scale * scale * lr.shape[0] * lr.shape[1] <= self.untiled_pixels
         tile = None if untiled else self.tile
         return upscale_uint8(self.model, lr, scale, tile=tile, overlap=self.overlap, progress=self.progress)
+
+
+class SelfEnsemble(nn.Module):
+    """The ×8 geometric self-ensemble of ``model``: the mean of its outputs over the eight flips and
+    rotations of the input, each mapped back,
+
+        SR(x) = 1/8 · Σ_{g ∈ D4} g⁻¹(f(g(x))),
+
+    D4 being the four quarter turns with and without a horizontal flip (Timofte, Rothe, Van Gool, "Seven
+    ways to improve example-based single image super resolution", CVPR 2016; EDSR+ in Lim et al., CVPR-W
+    2017). It costs 8× the compute. The receptive field is the model's, so tiled runs stay exact.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total: torch.Tensor | None = None
+        for quarter_turns, flip in itertools.product(range(4), (False, True)):
+            view = torch.rot90(x, quarter_turns, dims=(-2, -1))
+            out = self.model(view.flip(-1) if flip else view)
+            out = torch.rot90(out.flip(-1) if flip else out, -quarter_turns, dims=(-2, -1))
+            total = out if total is None else total + out
+        assert total is not None
+        return total / 8
+
+
+def with_self_ensemble(upscaler: Any) -> ModelUpscaler:
+    """``upscaler`` (a model's: a checkpoint, a shipped or a packed model) run as a :class:`SelfEnsemble`."""
+    if not isinstance(upscaler, ModelUpscaler):
+        raise BinsrError(f"self-ensemble needs a model, not {getattr(upscaler, 'name', upscaler)!r}")
+    return replace(upscaler, model=SelfEnsemble(upscaler.model), name=f"{upscaler.name} (x8 self-ensemble)")
 
 
 # ------------------------------------------------------------------------------------ shipped weights

@@ -19,6 +19,7 @@ import math
 import sys
 from typing import Any
 
+from binsr.errors import BinsrError
 from binsr.metrics import CONVENTIONS
 
 FORMATS = ("table", "json", "csv")
@@ -45,6 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="matlab: Y rounded to 8 bits (published tables); basicsr: float Y",
     )
     parser.add_argument("--save-images", metavar="DIR", help="also write SR images to DIR/<set>/x<s>/")
+    parser.add_argument(
+        "--self-ensemble",
+        action="store_true",
+        help="average the model over the 8 flips/rotations of each input (EDSR's '+'; 8x slower, one scale)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="never show progress bars")
     parser.set_defaults(func=run)
 
@@ -100,8 +106,16 @@ def run(args: argparse.Namespace) -> int:
     from binsr.evaluate import check_scale, evaluate
 
     scales = [check_scale(value) for value in args.scale]
+    model = args.model
+    if args.self_ensemble:
+        from binsr.evaluate import resolve_upscaler
+        from binsr.inference import with_self_ensemble
+
+        if len(scales) != 1:
+            raise BinsrError("--self-ensemble takes one --scale (a model is trained for one)")
+        model = with_self_ensemble(resolve_upscaler(args.model, scales[0]))
     results = evaluate(
-        args.model,
+        model,
         args.data,
         scales,
         convention=args.convention,

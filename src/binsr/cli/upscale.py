@@ -16,7 +16,7 @@ from tqdm import tqdm
 from binsr.data.io import IMAGE_SUFFIXES, list_images, read_image, write_image
 from binsr.errors import BinsrError
 from binsr.evaluate import resolve_upscaler
-from binsr.inference import DEFAULT_SCALE, DEFAULT_TILE, load_upscaler, spec_scale
+from binsr.inference import DEFAULT_SCALE, DEFAULT_TILE, load_upscaler, spec_scale, with_self_ensemble
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,6 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="LR context pixels around each tile (default: the model's receptive-field radius, exact)",
+    )
+    parser.add_argument(
+        "--self-ensemble",
+        action="store_true",
+        help="average the model over the 8 flips/rotations of each input (EDSR's '+'; 8x slower)",
     )
     parser.set_defaults(func=run)
 
@@ -94,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     upscaler = load_upscaler(
         args.model, scale, tile=args.tile, overlap=args.overlap, progress=True
     ) or resolve_upscaler(args.model, scale)
+    if args.self_ensemble:
+        upscaler = with_self_ensemble(upscaler)
     for image, target in tqdm(jobs, unit="image", disable=None if len(jobs) > 1 else True):
         sr = upscaler(read_image(image), scale)
         write_image(target, sr)
