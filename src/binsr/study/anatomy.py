@@ -187,12 +187,16 @@ def _checkpoint_pairs(index_path: Path) -> list[tuple[dict[str, Any], dict[str, 
         isinstance(e, dict) and all(f in e for f in fields) for e in entries
     ):
         raise BinsrError(f"{index_path} is not a checkpoint index (a list of {{{', '.join(fields)}}})")
-    key = lambda e: (e["track"], e["scale"], e["model"], e["variant"], e["seed"], e["iterations"])  # noqa: E731
-    twins = {key(e): e for e in entries if not e["binary"]}
-    pairs = [(e, twins[key(e)]) for e in entries if e["binary"] and key(e) in twins]
+    twins = {_pair_key(e): e for e in entries if not e["binary"]}
+    pairs = [(e, twins[_pair_key(e)]) for e in entries if e["binary"] and _pair_key(e) in twins]
     if not pairs:
         raise BinsrError(f"{index_path} lists no binary checkpoint with its twin")
-    return sorted(pairs, key=lambda pair: key(pair[0]))
+    return sorted(pairs, key=lambda pair: _pair_key(pair[0]))
+
+
+def _pair_key(entry: dict[str, Any]) -> tuple[Any, ...]:
+    """What a binary checkpoint and its twin share: all but ``binary`` (and the file)."""
+    return tuple(entry[f] for f in ("track", "scale", "model", "variant", "seed", "iterations"))
 
 
 def _row(label: str, gap: float, parts: Sequence[float]) -> str:
