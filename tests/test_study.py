@@ -205,6 +205,25 @@ def test_plateau_ladder_trains_each_factor(images: Path, tmp_path: Path) -> None
     assert reused == {run.run_id for run in plateau}
 
 
+def test_length_factor_lengthens_one_scale_onto_its_plateau_runs(images: Path, tmp_path: Path) -> None:
+    raw = grid_raw(images)
+    plain = parse_study(raw, tmp_path / "grid.yaml", tmp_path / "out").runs
+    raw["tracks"]["smoke"]["length_factor"] = {4: 2}
+    runs = parse_study(raw, tmp_path / "grid.yaml", tmp_path / "out").runs
+    lengths = {(run.kind, run.config["scale"], run.iterations) for run in runs}
+    assert {n for kind, scale, n in lengths if scale == 2} == {30, 60}  # x2 as before (60: plateau)
+    assert {n for kind, scale, n in lengths if scale == 4 and kind != "plateau"} == {60}
+    assert {n for kind, scale, n in lengths if scale == 4 and kind == "plateau"} == {120}
+    for run in runs:  # the same schedule shape at the longer length
+        factor = run.iterations // 30
+        assert run.config["train"]["scheduler"]["milestones"] == [20 * factor]
+        assert run.config["train"]["scheduler"]["warmup_iterations"] == 5 * factor
+    # x2 keeps its runs; x4's twins are the plateau runs the plain study trained (nothing retrained)
+    assert {r.run_id for r in runs if "/x2/" in r.run_id} == {r.run_id for r in plain if "/x2/" in r.run_id}
+    plain_x4_plateau = {r.run_id for r in plain if r.kind == "plateau" and "/x4/" in r.run_id}
+    assert plain_x4_plateau <= {r.run_id for r in runs if r.kind == "twin"}
+
+
 def test_plateau_models_limit_the_check_to_the_twins_named(images: Path, tmp_path: Path) -> None:
     raw = grid_raw(images)
     everything = parse_study(raw, tmp_path / "grid.yaml", tmp_path / "out").runs
@@ -754,6 +773,11 @@ def test_report_from_study_json(tmp_path: Path) -> None:
             "init: twin needs a binary model and twins: true",
         ),
         (lambda raw: raw["eval"].update(sets={}), "eval.sets must map set names"),
+        (
+            lambda raw: raw["tracks"]["smoke"].update(length_factor={3: 2}),
+            r"length_factor names scales not in scales: \[3\]",
+        ),
+        (lambda raw: raw["tracks"]["smoke"].update(length_factor={4: 0}), "map scales to integers >= 1"),
     ],
 )
 def test_bad_study_file_is_one_line_error(images: Path, tmp_path: Path, change: Any, message: str) -> None:

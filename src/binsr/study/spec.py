@@ -10,6 +10,7 @@ A study file is YAML (relative paths are taken from the file's folder)::
       cpu:
         network: {n_feats: 32, n_blocks: 4}   # create_model kwargs for every model of the track
         config: {train: {iterations: 20000}}  # deep-merged over base (optional)
+        length_factor: {4: 2}                 # optional: x4 runs train 2x as long (same schedule shape)
         seconds_per_iteration: 1.2            # optional: --dry-run prints estimated hours
     models:
       bbcu_l: {}                        # runs with one variant, "base"
@@ -333,6 +334,10 @@ def parse_study(raw: Any, path: str | Path, results_dir: str | Path | None = Non
             raise BinsrError(f"study key base.{key} is set by the grid; remove it from base")
     tracks = _parse_tracks(top["tracks"])
     scales = [check_scale(s) for s in _int_list(top.get("scales", [4]), "scales", minimum=1)]
+    for track, tspec in tracks.items():
+        unknown = sorted(set(tspec["length_factor"]) - set(scales))
+        if unknown:
+            raise BinsrError(f"study key tracks.{track}.length_factor names scales not in scales: {unknown}")
     seeds = _int_list(top.get("seeds", [0]), "seeds")
     models = _parse_models(top["models"], seeds)
     twins = top.get("twins", True)
@@ -399,7 +404,7 @@ def _parse_tracks(value: Any) -> dict[str, dict[str, Any]]:
     for track, spec in _mapping(value, "tracks").items():
         where = f"tracks.{_name(track, 'track')}"
         spec = _mapping(spec, where)
-        _only_keys(spec, ("network", "config", "seconds_per_iteration"), where)
+        _only_keys(spec, ("network", "config", "length_factor", "seconds_per_iteration"), where)
         config = _mapping(spec.get("config"), f"{where}.config")
         for key in GRID_KEYS:
             if key in config:
@@ -414,9 +419,26 @@ def _parse_tracks(value: Any) -> dict[str, dict[str, Any]]:
         tracks[track] = {
             "network": _mapping(spec.get("network"), f"{where}.network"),
             "config": config,
+            "length_factor": _length_factors(spec.get("length_factor"), f"{where}.length_factor"),
             "seconds_per_iteration": seconds,
         }
     return tracks
+
+
+def _length_factors(value: Any, where: str) -> dict[int, int]:
+    """``{scale: factor}``: the track's runs at that scale train ``factor`` x the recipe's iterations,
+    warm-up and milestones (:func:`_scaled_schedule`), for a scale whose twins had not plateaued at the
+    recipe's length while the others had."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise BinsrError(f"study key {where} must map scales to integers >= 1, got {value!r}")
+    factors = {}
+    for scale, factor in value.items():
+        if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
+            raise BinsrError(f"study key {where} must map scales to integers >= 1, got {factor!r}")
+        factors[check_scale(scale)] = factor
+    return factors
 
 
 def _subset_seeds(value: Any, seeds: list[int], where: str) -> list[int]:
@@ -598,6 +620,9 @@ def _expand(
                     raise BinsrError(
                         f"study track {track}: config key train.iterations must be a positive integer"
                     )
+                if tspec["length_factor"].get(scale, 1) > 1:
+                    recipe = _scaled_schedule(recipe, tspec["length_factor"][scale])
+                    iterations = recipe["train"]["iterations"]
                 view = schedule_shape({k: v for k, v in recipe.items() if k not in DIGEST_IGNORED})
                 order = (t_index, seed_index, s_index)
                 prefix = f"{track}/x{scale}"
