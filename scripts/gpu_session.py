@@ -35,7 +35,9 @@ state to be resumed elsewhere (:func:`pack_study`). ``--compile`` trains the stu
 ``torch.compile``. A run that needs another (a distillation teacher, the model an ``init: twin``
 variant starts from) finished here is not trained again when its folder under ``runs/study`` is in
 ``carry`` (:func:`reuse_needed_runs`; ``binsr study studies/cpu.yaml --dry-run --only ...`` names it
-after ``<- teacher`` / ``<- from``).
+after ``<- teacher`` / ``<- from``), and a selected run partly trained here (an earlier session stopped
+it at its deadline; ``--dry-run`` says ``partial``) continues from its last checkpoint when its folder
+is in ``carry`` (:func:`resume_partial_runs`).
 """
 
 from __future__ import annotations
@@ -248,6 +250,30 @@ def reuse_needed_runs(run_file: Path, results: Path, phases: list[list[str]]) ->
     return copied
 
 
+def resume_partial_runs(run_file: Path, results: Path, phases: list[list[str]]) -> list[str]:
+    """Copy into ``results/runs`` the runs of ``phases`` that are partly trained in the study's own runs
+    folder (here: carried to the device, e.g. runs an earlier lent session stopped at its deadline) and
+    not further on the device, so ``binsr study`` continues them from their last checkpoint instead of
+    starting afresh; returns their ids."""
+    local = load_study(run_file)
+    device = load_study(run_file, results)
+    copied = []
+    for only in phases:
+        with contextlib.suppress(BinsrError):  # a pattern matching nothing fails in binsr study itself
+            for run in select_runs(local, only):
+                source, target = local.run_dir(run.run_id), device.run_dir(run.run_id)
+                if not (source / STATE_JSON).is_file() or (source / DONE_FILE).exists():
+                    continue
+                if (target / STATE_JSON).exists() or (target / DONE_FILE).exists() or run.run_id in copied:
+                    continue
+                target.mkdir(parents=True, exist_ok=True)
+                for name in PARTIAL_FILES:
+                    if (source / name).is_file():
+                        shutil.copy2(source / name, target / name)
+                copied.append(run.run_id)
+    return copied
+
+
 def pack_study(
     study_root: Path, out: Path, session: dict, max_parts: int, reused: tuple[str, ...] = ()
 ) -> list[str]:
@@ -297,6 +323,7 @@ def study_only(args: argparse.Namespace, data: Path, started: float, deadline: f
     phases = [args.only, *args.then]
     session: dict = {"budget_s": args.budget, "jobs": args.jobs, "phases": phases, "compile": args.compile}
     session["reused"] = reuse_needed_runs(run_file, work / "study", phases)
+    session["resumed"] = resume_partial_runs(run_file, work / "study", phases)
     session["phase_exits"] = []
     compile_model = args.compile
     for only in phases:

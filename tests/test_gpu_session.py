@@ -150,6 +150,35 @@ def test_runs_needed_and_finished_here_are_reused_not_retrained(tmp_path: Path) 
     assert session["study_done_runs"] == 0
 
 
+def test_runs_partly_trained_here_are_continued_on_the_device(tmp_path: Path) -> None:
+    """A run an earlier session stopped at its deadline, carried to the device, is copied into the
+    device's study with its training state (so ``binsr study`` resumes it); finished runs, runs without
+    a state and runs already further on the device are left alone."""
+    script = load_script()
+    raw = yaml.safe_load((REPO / "studies" / "smoke.yaml").read_text())
+    raw["output"] = {"runs": "local_runs", "results": "local.json", "report": "LOCAL.md"}
+    run_file = tmp_path / "study.yaml"
+    run_file.write_text(json.dumps(raw))
+    local = script.load_study(run_file)
+    by_label = {run.labels[0].split("/", 2)[2]: run for run in local.runs}
+    partial, finished = by_label["ours/base/bin/s0/i30"], by_label["ours/base/fp/s0/i30"]
+    unstarted = by_label["bbcu_l/base/bin/s0/i30"]
+    for run in (partial, finished):
+        folder = local.run_dir(run)
+        folder.mkdir(parents=True)
+        for name in script.PARTIAL_FILES:
+            (folder / name).write_text(name)
+    (local.run_dir(finished) / script.DONE_FILE).write_text("{}")
+    local.run_dir(unstarted).mkdir(parents=True)  # killed before its first checkpoint
+    work = tmp_path / "work" / "study"
+    phases = [["smoke/x2/ours/*"], ["smoke/x2/*/base/bin/*"]]
+    assert script.resume_partial_runs(run_file, work, phases) == [partial.run_id]
+    target = work / "runs" / partial.run_id
+    assert {p.name for p in target.iterdir()} == set(script.PARTIAL_FILES)
+    assert not (work / "runs" / finished.run_id).exists() and not (work / "runs" / unstarted.run_id).exists()
+    assert script.resume_partial_runs(run_file, work, phases) == []  # already on the device
+
+
 def test_gpu_data_is_lossless_webp_of_every_image(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("make_gpu_data", REPO / "scripts" / "make_gpu_data.py")
     assert spec is not None and spec.loader is not None
