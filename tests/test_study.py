@@ -285,6 +285,28 @@ def test_init_twin_binarizes_the_trained_twin_and_retrains_it_as_its_own_twin(
     assert f"<- from {lone.run_id}" in log.getvalue()
 
 
+def test_architecture_digest_does_not_depend_on_the_torch_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch 2.11 (a lent GPU's) prints BatchNorm without the ``bias=True`` that 2.13 prints: the same
+    network must get the same digest (so a run trained there keeps its id here)."""
+    from binsr.study import spec
+
+    spec._ARCH_CACHE.clear()
+    here = spec.architecture_digest("bnn", 2, {"n_feats": 8, "n_blocks": 1, "binary": False})
+    old_repr = torch.nn.modules.batchnorm._NormBase.extra_repr
+
+    def torch_2_11_extra_repr(self: torch.nn.Module) -> str:
+        return old_repr(self).replace(", bias=True", "")
+
+    monkeypatch.setattr(torch.nn.modules.batchnorm._NormBase, "extra_repr", torch_2_11_extra_repr)
+    assert "bias" not in repr(torch.nn.BatchNorm2d(8))
+    spec._ARCH_CACHE.clear()
+    assert spec.architecture_digest("bnn", 2, {"n_feats": 8, "n_blocks": 1, "binary": False}) == here
+    spec._ARCH_CACHE.clear()
+    # the text hashed still tells networks apart (a BatchNorm without bias prints bias=False)
+    text = spec.module_tree_text(torch.nn.Sequential(torch.nn.BatchNorm2d(8), torch.nn.Conv2d(8, 8, 3)))
+    assert "BatchNorm2d(8, eps=1e-05" in text and "Conv2d(8, 8" in text
+
+
 def test_run_ids_are_stable_and_follow_the_recipe(images: Path, tmp_path: Path) -> None:
     first = parse_study(grid_raw(images), tmp_path / "a.yaml", tmp_path / "out")
     again = parse_study(grid_raw(images), tmp_path / "b.yaml", tmp_path / "out")

@@ -61,6 +61,7 @@ import copy
 import hashlib
 import inspect
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,6 +274,16 @@ def _accepts_binary(model: str) -> bool:
 
 _ARCH_CACHE: dict[str, str] = {}
 
+_BATCHNORM_BIAS = re.compile(r"(BatchNorm[123]d\([^()]*?), bias=True")
+"""torch 2.13 gave BatchNorm a ``bias`` switch and prints ``bias=True`` in its ``repr``; torch 2.11 (the
+lent GPUs' build) does not print it, though the module is the same. :func:`module_tree_text` drops it."""
+
+
+def module_tree_text(net: torch.nn.Module) -> str:
+    """``repr(net)`` without what differs between torch versions for the same network (BatchNorm's
+    default ``bias=True``), so a run has one id on this machine and on a lent GPU."""
+    return _BATCHNORM_BIAS.sub(r"\1", repr(net))
+
 
 def architecture_digest(model: str, scale: int, kwargs: Mapping[str, Any]) -> str:
     """A digest of the network ``create_model(model, scale, **kwargs)`` builds under seed 0.
@@ -287,7 +298,7 @@ def architecture_digest(model: str, scale: int, kwargs: Mapping[str, Any]) -> st
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             net = create_model(model, scale=scale, **kwargs)
-        hasher = hashlib.sha256(repr(net).encode("utf-8"))
+        hasher = hashlib.sha256(module_tree_text(net).encode("utf-8"))
         for name, module in net.named_modules():
             plain = {
                 k: v
