@@ -28,11 +28,13 @@ from binsr.errors import BinsrError
 from binsr.study import load_results, load_study, run_study, write_report
 from binsr.study.report import (
     PER_IMAGE,
+    SELF_ENSEMBLE,
     _best_ours,
     _groups,
     best_variant,
     bootstrap_interval,
     paired_differences,
+    render_report,
     screened_ahead,
     twin_gap,
 )
@@ -619,6 +621,66 @@ def test_best_variant_needs_every_seed_and_screened_variants_are_listed() -> Non
     assert ahead[0][2:] == pytest.approx((-0.02, -0.06))  # base on seed 0 alone: -0.06
     lines = _best_ours(records, _groups(records), "cpu", 2, ["Set5"])
     assert "`fda` (seed 0: -0.020 dB against -0.060 dB)" in lines[-1]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_self_ensemble_scores_are_kept_beside_the_plain_ones(images: Path, tmp_path: Path) -> None:
+    """``--score-only --self-ensemble`` scores the selected finished runs with the x8 self-ensemble (as
+    ``binsr eval --self-ensemble``), keeps them under ``scores_x8`` and leaves the plain scores alone."""
+    from binsr.evaluate import evaluate, resolve_upscaler
+    from binsr.inference import with_self_ensemble
+
+    raw = smoke_raw(images)
+    raw["models"] = {"ours": {}}
+    study_file = tmp_path / "smoke.yaml"
+    study_file.write_text(json.dumps(raw))
+    study = load_study(study_file, tmp_path / "out")
+    assert run_study(study, progress=False, out=io.StringIO()) == 0
+    plain = {run.run_id: json.loads((study.run_dir(run) / DONE_FILE).read_text()) for run in study.runs}
+    with pytest.raises(BinsrError, match="use it with --score-only"):
+        run_study(study, self_ensemble=True, progress=False, out=io.StringIO())
+    log = io.StringIO()
+    assert run_study(study, score_only=True, self_ensemble=True, progress=False, out=log) == 0
+    assert log.getvalue().count("(x8 self-ensemble)") == 2
+    for run in study.runs:
+        done = json.loads((study.run_dir(run) / DONE_FILE).read_text())
+        assert done["scores"] == plain[run.run_id]["scores"]
+        upscaler = with_self_ensemble(resolve_upscaler(str(study.run_dir(run) / "last.safetensors"), 2))
+        expected = evaluate(upscaler, [str(images)], [2], "matlab", progress=False)[0]
+        assert done[SELF_ENSEMBLE]["Set5"]["psnr"] == pytest.approx(expected["psnr"], abs=1e-9)
+        assert done[SELF_ENSEMBLE]["Set5"]["psnr"] != done["scores"]["Set5"]["psnr"]
+    records = load_results(study.results)["runs"]
+    assert all(set(r[SELF_ENSEMBLE]) == {"Set5", "Set14", "BSD100"} for r in records)
+    log = io.StringIO()  # scored once: a second call scores nothing
+    assert run_study(study, score_only=True, self_ensemble=True, progress=False, out=log) == 0
+    assert "x8" not in log.getvalue()
+    assert "With the x8 self-ensemble" in study.report.read_text()
+
+
+def test_report_table_of_self_ensemble_gaps() -> None:
+    """Δ plain, Δ×8 (both self-ensembled) and ×8 − twin (self-ensembled binary against the plain twin),
+    on the seeds with x8 scores on both sides only."""
+
+    def record(binary: bool, seed: int, plain: float, x8: float | None) -> dict[str, Any]:
+        out = {
+            "track": "cpu", "scale": 2, "model": "ours", "variant": "base", "binary": binary,
+            "iterations": 100, "seed": seed, "checkpoint": f"{binary}{seed}", "ops": 1e9, "params": 1e4,
+            "scores": {"Set5": {"psnr": plain, "ssim": 0.9}},
+        }  # fmt: skip
+        if x8 is not None:
+            out[SELF_ENSEMBLE] = {"Set5": {"psnr": x8, "ssim": 0.91}}
+        return out
+
+    records = [
+        record(True, 0, 36.90, 37.10),
+        record(False, 0, 37.00, 37.12),
+        record(True, 1, 36.80, None),  # no x8 score: left out of the table
+        record(False, 1, 37.00, 37.10),
+    ]
+    text = render_report(records, "study.json", {})
+    row = next(line for line in text.splitlines() if line.startswith("| ours | base | 100 | seed 0 |"))
+    assert row.split("|")[5:8] == [" -0.100 ", " -0.020 ", " +0.100 "]
+    assert "With the x8 self-ensemble" not in render_report(records[2:], "study.json", {})
 
 
 def test_bootstrap_interval_covers_seeds_and_images() -> None:

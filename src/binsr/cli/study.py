@@ -86,6 +86,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and the report",
     )
     parser.add_argument(
+        "--self-ensemble",
+        action="store_true",
+        help="with --score-only: also score the selected finished runs with the x8 self-ensemble "
+        "(8 passes per image; select few runs with --only)",
+    )
+    parser.add_argument(
         "--keep-going", action="store_true", help="continue after a run fails (exit status 1)"
     )
     parser.add_argument(
@@ -129,5 +135,6 @@ def run(args: argparse.Namespace) -> int:
         keep_going=args.keep_going,
         threads=args.threads,
         score_only=args.score_only,
+        self_ensemble=args.self_ensemble,
         compile_model=args.compile,
     )

@@ -13,6 +13,10 @@ Where records carry per-image PSNR (``scores[set]["per_image_psnr"]``), the best
 margin over ``bbcu_l`` get 95 % intervals from a bootstrap over seeds and images
 (:func:`bootstrap_interval`, a fixed generator seed so the report is reproducible), and a figure shows
 the gap of every image against its twin's PSNR, naming the images that lose most.
+
+Where records carry x8 self-ensemble scores (``scores_x8``), a table gives, per binary group, the gap
+to the twin with both models self-ensembled and the self-ensembled binary network against the plain
+twin, on the seeds both have those scores for, beside the plain gap on the same seeds.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ TARGET_GAP_DB = 0.05
 GROUP_KEYS = ("track", "scale", "model", "variant", "binary", "iterations")
 PER_IMAGE = "per_image_psnr"
 """Key, in a set's score, of the PSNR of each image (image name → dB): optional in ``study.json``."""
+SELF_ENSEMBLE = "scores_x8"
+"""Key, in a record, of its scores with the x8 self-ensemble (:class:`binsr.inference.SelfEnsemble`,
+EDSR's "+"): the same shape as ``scores``, optional (``binsr study --score-only --self-ensemble``)."""
 CONFIDENCE = 0.95
 """Coverage of the bootstrap intervals in the report."""
 BOOTSTRAP_RESAMPLES = 4000
@@ -107,14 +114,17 @@ def load_results(path: str | Path) -> dict[str, Any]:
         for key, types in _FIELDS.items():
             if not _is(record.get(key), types):
                 raise BinsrError(f"{where}.{key} must be {' or '.join(t.__name__ for t in types)}")
-        for name, score in record["scores"].items():
-            if not isinstance(score, dict) or not all(
-                _is(score.get(m), (int, float)) for m in ("psnr", "ssim")
-            ):
-                raise BinsrError(f'{where}.scores.{name} must be {{"psnr": number, "ssim": number}}')
-            images = score.get(PER_IMAGE, {})
-            if not isinstance(images, dict) or not all(_is(v, (int, float)) for v in images.values()):
-                raise BinsrError(f"{where}.scores.{name}.{PER_IMAGE} must map image names to numbers")
+        if SELF_ENSEMBLE in record and not isinstance(record[SELF_ENSEMBLE], dict):
+            raise BinsrError(f"{where}.{SELF_ENSEMBLE} must be dict")
+        for field in ("scores", SELF_ENSEMBLE):
+            for name, score in record.get(field, {}).items():
+                if not isinstance(score, dict) or not all(
+                    _is(score.get(m), (int, float)) for m in ("psnr", "ssim")
+                ):
+                    raise BinsrError(f'{where}.{field}.{name} must be {{"psnr": number, "ssim": number}}')
+                images = score.get(PER_IMAGE, {})
+                if not isinstance(images, dict) or not all(_is(v, (int, float)) for v in images.values()):
+                    raise BinsrError(f"{where}.{field}.{name}.{PER_IMAGE} must map image names to numbers")
     return data
 
 
@@ -153,14 +163,21 @@ def _scores(members: Sequence[dict[str, Any]], name: str, metric: str) -> list[f
 
 
 def twin_gap(
-    binary: Sequence[dict[str, Any]], twin: Sequence[dict[str, Any]], name: str
+    binary: Sequence[dict[str, Any]],
+    twin: Sequence[dict[str, Any]],
+    name: str,
+    field: str = "scores",
+    twin_field: str | None = None,
 ) -> tuple[float | None, int]:
-    """Mean over common seeds of binary − twin PSNR on set ``name``, and the number of seeds used."""
-    twin_by_seed = {r["seed"]: r for r in twin if name in r["scores"]}
+    """Mean over common seeds of binary − twin PSNR on set ``name``, and the number of seeds used; the
+    binary runs' scores are taken from ``field`` and the twins' from ``twin_field`` (default: the same),
+    e.g. ``field=SELF_ENSEMBLE, twin_field="scores"``: the self-ensembled binary against the plain twin."""
+    twin_field = twin_field or field
+    twin_by_seed = {r["seed"]: r for r in twin if name in r.get(twin_field, {})}
     gaps = [
-        float(r["scores"][name]["psnr"]) - float(twin_by_seed[r["seed"]]["scores"][name]["psnr"])
+        float(r[field][name]["psnr"]) - float(twin_by_seed[r["seed"]][twin_field][name]["psnr"])
         for r in binary
-        if r["seed"] in twin_by_seed and name in r["scores"]
+        if r["seed"] in twin_by_seed and name in r.get(field, {})
     ]
     return (statistics.fmean(gaps), len(gaps)) if gaps else (None, 0)
 
@@ -304,6 +321,7 @@ def render_report(
             rows.append(row)
         lines += ["", *_table(header, rows)]
         lines += _best_ours(records, groups, track, scale, sets)
+        lines += _self_ensemble(groups, keys, sets)
         lines += _plateau(groups, keys)
     return "\n".join(lines) + "\n"
 
@@ -492,6 +510,45 @@ def _best_ours(
                 f"{statistics.fmean(diffs):+.3f} dB{bracket} PSNR on average over the sets."
             )
     return lines
+
+
+def _self_ensemble(
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tuple[Any, ...]], sets: list[str]
+) -> list[str]:
+    """A table of the binary groups whose runs and twins carry x8 self-ensemble scores, on the seeds
+    that have them on both sides: the plain gap, the gap with both self-ensembled, and the
+    self-ensembled binary network against the plain twin (8x its binary OPs against the twin's)."""
+    rows = []
+    for key in keys:
+        track, scale, model, variant, binary, iterations = key
+        if not binary:
+            continue
+        twin = groups.get((track, scale, model, variant, False, iterations), [])
+        paired = {r["seed"] for r in twin if r.get(SELF_ENSEMBLE)} & {
+            r["seed"] for r in groups[key] if r.get(SELF_ENSEMBLE)
+        }
+        if not paired:
+            continue
+        mine = [r for r in groups[key] if r["seed"] in paired]
+        theirs = [r for r in twin if r["seed"] in paired]
+        row = [model, variant, str(iterations), _seed_words(paired)]
+        row += [_fmt_gap(twin_gap(mine, theirs, n)[0]) for n in sets]
+        row += [_fmt_gap(twin_gap(mine, theirs, n, SELF_ENSEMBLE)[0]) for n in sets]
+        row += [_fmt_gap(twin_gap(mine, theirs, n, SELF_ENSEMBLE, "scores")[0]) for n in sets]
+        rows.append(row)
+    if not rows:
+        return []
+    header = ["model", "variant", "iterations", "seeds"]
+    header += [f"Δ {n}" for n in sets] + [f"Δ×8 {n}" for n in sets] + [f"×8 − twin {n}" for n in sets]
+    return [
+        "",
+        'With the x8 self-ensemble (the mean over the 8 flips and rotations of the input, EDSR\'s "+"; '
+        "`binsr study --score-only --self-ensemble`): Δ plain, Δ×8 with both models self-ensembled, and "
+        "×8 − twin: the self-ensembled binary network against the plain twin (dB, mean over the seeds "
+        "scored both ways).",
+        "",
+        *_table(header, rows),
+    ]
 
 
 def _image_gaps(

@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 from binsr.errors import BinsrError
 from binsr.fileio import atomic_write_bytes
-from binsr.study.report import PER_IMAGE, load_results, write_report
+from binsr.study.report import PER_IMAGE, SELF_ENSEMBLE, load_results, write_report
 from binsr.study.spec import RecordKey, Study, StudyRun
 
 __all__ = [
@@ -116,18 +116,27 @@ def run_status(study: Study, run: StudyRun) -> tuple[str, int]:
 
 
 def score_checkpoint(
-    checkpoint: Path, scale: int, sets: dict[str, str], convention: str, input_size: tuple[int, int]
+    checkpoint: Path,
+    scale: int,
+    sets: dict[str, str],
+    convention: str,
+    input_size: tuple[int, int],
+    self_ensemble: bool = False,
 ) -> dict[str, Any]:
-    """PSNR/SSIM of ``checkpoint`` on each named set (as ``binsr eval``) and its OPs / params.
+    """PSNR/SSIM of ``checkpoint`` on each named set (as ``binsr eval``, with ``--self-ensemble`` when
+    ``self_ensemble``) and its OPs / params (of one pass).
 
     Each set's score also holds the PSNR of every image (``per_image_psnr``, image name → dB, rounded to
     1e-6 dB), so the report can pair a binary run with its twin image by image."""
     from binsr.complexity import count_complexity
     from binsr.evaluate import evaluate, resolve_upscaler
+    from binsr.inference import with_self_ensemble
 
     upscaler = resolve_upscaler(str(checkpoint), scale)
-    results = evaluate(upscaler, list(sets.values()), [scale], convention, progress=False, per_image=True)
     complexity = count_complexity(upscaler.model, input_size)  # type: ignore[attr-defined]
+    if self_ensemble:
+        upscaler = with_self_ensemble(upscaler)
+    results = evaluate(upscaler, list(sets.values()), [scale], convention, progress=False, per_image=True)
     return {
         "ops": float(complexity.ops),
         "params": float(complexity.params),
@@ -233,9 +242,12 @@ def execute_run(
     return done
 
 
-def complete_scores(study: Study, runs: Iterable[StudyRun], out: TextIO | None = None) -> int:
+def complete_scores(
+    study: Study, runs: Iterable[StudyRun], out: TextIO | None = None, self_ensemble: bool = False
+) -> int:
     """Score finished runs on the study's evaluation sets that their ``done.json`` lacks, or has without
-    per-image scores (runs scored before they were kept); returns how many runs were scored.
+    per-image scores (runs scored before they were kept); returns how many runs were scored. With
+    ``self_ensemble`` the scores are those of the x8 self-ensemble, kept under ``scores_x8``.
 
     Adding a set to a study's ``eval.sets`` (or finishing a study on a machine that lacked one) then
     costs an evaluation, not a retraining. The run's own final checkpoint is scored, as ``binsr eval``
@@ -243,27 +255,33 @@ def complete_scores(study: Study, runs: Iterable[StudyRun], out: TextIO | None =
     """
     from binsr.train import LAST_FILE
 
+    field = SELF_ENSEMBLE if self_ensemble else "scores"
     completed = 0
     for run in runs:
         done = read_done(study, run)
         if done is None:
             continue
+        have = done.get(field, {})
         missing = {
-            name: folder
-            for name, folder in study.eval_sets.items()
-            if PER_IMAGE not in done["scores"].get(name, {})
+            name: folder for name, folder in study.eval_sets.items() if PER_IMAGE not in have.get(name, {})
         }
         if not missing:
             continue
         if out is not None:
-            out.write(f"scoring {run.run_id} on {', '.join(missing)}\n")
+            x8 = " (x8 self-ensemble)" if self_ensemble else ""
+            out.write(f"scoring {run.run_id} on {', '.join(missing)}{x8}\n")
             out.flush()
         run_dir = study.run_dir(run)
         extra = score_checkpoint(
-            run_dir / LAST_FILE, run.config["scale"], missing, study.convention, study.input_size
+            run_dir / LAST_FILE,
+            run.config["scale"],
+            missing,
+            study.convention,
+            study.input_size,
+            self_ensemble,
         )
-        scores = {**done["scores"], **extra["scores"]}
-        done["scores"] = {name: scores[name] for name in dict.fromkeys([*study.eval_sets, *scores])}
+        scores = {**have, **extra["scores"]}
+        done[field] = {name: scores[name] for name in dict.fromkeys([*study.eval_sets, *scores])}
         atomic_write_bytes(run_dir / DONE_FILE, json.dumps(done, indent=1).encode("utf-8"))
         completed += 1
     return completed
@@ -296,6 +314,7 @@ def record_of(study: Study, run: StudyRun, key: RecordKey, done: dict[str, Any])
         "ops": done["ops"],
         "params": done["params"],
         "scores": done["scores"],
+        **({SELF_ENSEMBLE: done[SELF_ENSEMBLE]} if SELF_ENSEMBLE in done else {}),
         "kind": run.kind,
         "distill": run.teacher is not None,
         "study": study.name,
@@ -400,6 +419,7 @@ def run_study(
     keep_going: bool = False,
     threads: int | None = None,
     score_only: bool = False,
+    self_ensemble: bool = False,
     compile_model: bool = False,
     out: TextIO | None = None,
 ) -> int:
@@ -411,17 +431,22 @@ def run_study(
     the study, or with ``keep_going`` is reported and the rest go on (exit code 1 at the end).
     ``threads`` is the torch thread count of each run (default: torch's for one job, else cores / jobs).
     Finished runs are first scored on any evaluation set their ``done.json`` lacks
-    (:func:`complete_scores`); with ``score_only`` nothing is trained. ``compile_model``: train every
-    run through ``torch.compile`` (:func:`execute_run`).
+    (:func:`complete_scores`); with ``score_only`` nothing is trained, and with ``self_ensemble`` too
+    the selected finished runs are also scored with the x8 self-ensemble (8 passes each: select few).
+    ``compile_model``: train every run through ``torch.compile`` (:func:`execute_run`).
     """
     out = out or sys.stdout
     if jobs < 1 or (threads is not None and threads < 1):
         raise BinsrError(f"--jobs and --threads must be >= 1, got {jobs} and {threads}")
+    if self_ensemble and not score_only:
+        raise BinsrError("--self-ensemble scores finished runs: use it with --score-only")
     selected = select_runs(study, only)
     if dry_run:
         print_plan(study, selected, out)
         return 0
     complete_scores(study, selected, out)
+    if self_ensemble:
+        complete_scores(study, selected, out, self_ensemble=True)
     done_ids = {run.run_id for run in study.runs if read_done(study, run) is not None}
     pending = [run for run in selected if run.run_id not in done_ids]
     if score_only:
