@@ -37,6 +37,7 @@ from binsr.study.report import (
     render_report,
     screened_ahead,
     twin_gap,
+    twin_plateau,
 )
 from binsr.study.runner import DONE_FILE, run_status, score_checkpoint, select_runs
 from binsr.study.spec import parse_study
@@ -597,6 +598,35 @@ def test_best_variant_is_judged_at_the_longest_budget() -> None:
     records[-1]["seed"] = 1
     lines = _best_ours(records, _groups(records), "cpu", 2, ["Set5"])
     assert lines[-1].startswith("Against `bbcu_l` on the same budget (seed 0): +0.100 dB PSNR")
+
+
+def test_best_variant_says_whether_its_twin_has_plateaued() -> None:
+    """The plateau check of a twin shared with another variant (same checkpoint) counts for it."""
+
+    def record(variant: str, binary: bool, iterations: int, psnr: float, checkpoint: str) -> dict[str, Any]:
+        return {
+            "track": "cpu", "scale": 2, "model": "ours", "variant": variant, "binary": binary,
+            "iterations": iterations, "seed": 0, "checkpoint": checkpoint,
+            "scores": {"Set5": {"psnr": psnr, "ssim": 0.9}},
+        }  # fmt: skip
+
+    records = [
+        record("base", False, 100, 37.00, "twin-i100"),
+        record("base", True, 100, 36.90, "base-i100"),
+        record("distill", False, 100, 37.00, "twin-i100"),  # the same twin run
+        record("distill", True, 100, 36.97, "distill-i100"),
+        record("base", False, 200, 37.15, "twin-i200"),  # plateau run of base only: +0.15
+    ]
+    groups = _groups(records)
+    assert twin_plateau(groups, ("cpu", 2, "ours", "distill", False, 100)) == pytest.approx((0.15, 100, 200))
+    assert twin_plateau(groups, ("cpu", 2, "ours", "distill", False, 200)) is None
+    lines = _best_ours(records, groups, "cpu", 2, ["Set5"])
+    assert "**distill**" in lines[1] and "**Its twin had not plateaued** at 100 iterations" in lines[2]
+    records[-1]["scores"]["Set5"]["psnr"] = 37.05
+    lines = _best_ours(records, _groups(records), "cpu", 2, ["Set5"])
+    assert lines[2] == "Its twin has plateaued at 100 iterations (Set5 +0.050 dB at 200)."
+    lines = _best_ours(records[:4], _groups(records[:4]), "cpu", 2, ["Set5"])
+    assert lines[2] == "Its twin's plateau at 100 iterations has not been checked."
 
 
 def test_best_variant_needs_every_seed_and_screened_variants_are_listed() -> None:

@@ -455,6 +455,19 @@ def _best_ours(
         f"Δ to its twin {detail} "
         f"(target ≥ −{TARGET_GAP_DB} dB on every set: {'met' if met else 'not met'}).",
     ]
+    plateau = twin_plateau(groups, (*key[:4], False, iterations))
+    if plateau is None:
+        lines.append(f"Its twin's plateau at {iterations} iterations has not been checked.")
+    elif plateau[0] >= PLATEAU_DB:
+        lines.append(
+            f"**Its twin had not plateaued** at {iterations} iterations (Set5 {plateau[0]:+.3f} dB at "
+            f"{plateau[2]}, plateau check below): a gap measured on an under-trained twin, not the "
+            "study's measurement; the longer budget's runs replace it."
+        )
+    else:
+        lines.append(
+            f"Its twin has plateaued at {iterations} iterations (Set5 {plateau[0]:+.3f} dB at {plateau[2]})."
+        )
     if any(intervals.values()):
         below = [name for name, iv in intervals.items() if iv and iv[1] < -TARGET_GAP_DB]
         within = [name for name, iv in intervals.items() if iv and iv[0] < -TARGET_GAP_DB <= iv[1]]
@@ -567,19 +580,18 @@ def _image_gaps(
     return images, twin_psnr.tolist(), matrix.mean(axis=0).tolist()
 
 
-def _plateau(groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tuple[Any, ...]]) -> list[str]:
-    """The plateau check: Set5 gain of each full-precision twin from one iteration count to the next.
-
-    With twins at N, 2N and 4N iterations (``plateau.factor: [2, 4]``) a network gets two rows,
-    N → 2N and 2N → 4N, so the table also says which budget would have plateaued.
-    """
+def _plateau_checks(
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tuple[Any, ...]]
+) -> list[tuple[list[str], int, int, float, float, set[str]]]:
+    """Every plateau check among ``keys``: (the model/variant names sharing the twin, short and long
+    iteration counts, mean Set5 PSNR of each over the paired seeds, the short runs' checkpoints)."""
     by_network: dict[tuple[Any, ...], dict[int, list[dict[str, Any]]]] = {}
     for key in keys:
         _, _, model, variant, binary, iterations = key
         if not binary:
             by_network.setdefault((model, variant), {})[iterations] = groups[key]
     merged: dict[tuple[Any, ...], list[str]] = {}
-    values: dict[tuple[Any, ...], tuple[int, int, float, float, int]] = {}
+    values: dict[tuple[Any, ...], tuple[int, int, float, float]] = {}
     for (model, variant), runs in sorted(by_network.items()):
         for short_n, long_n in itertools.pairwise(sorted(runs)):
             long_by_seed = {r["seed"]: r for r in runs[long_n] if "Set5" in r["scores"]}
@@ -590,27 +602,38 @@ def _plateau(groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tup
             ]
             if not pairs:
                 continue
-            identity = (short_n, long_n, tuple(sorted((a["checkpoint"], b["checkpoint"]) for a, b in pairs)))
+            runs_paired = sorted((a.get("checkpoint", ""), b.get("checkpoint", "")) for a, b in pairs)
+            identity = (short_n, long_n, tuple(runs_paired))
             merged.setdefault(identity, []).append(f"{model}/{variant}")
             short = statistics.fmean(float(a["scores"]["Set5"]["psnr"]) for a, _ in pairs)
             long = statistics.fmean(float(b["scores"]["Set5"]["psnr"]) for _, b in pairs)
-            values[identity] = (short_n, long_n, short, long, len(pairs))
-    if not merged:
+            values[identity] = (short_n, long_n, short, long)
+    return [
+        (names, *values[identity], {short for short, _ in identity[2]})
+        for identity, names in sorted(merged.items(), key=lambda item: (item[1][0], item[0][:2]))
+    ]
+
+
+def _plateau(groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tuple[Any, ...]]) -> list[str]:
+    """The plateau check: Set5 gain of each full-precision twin from one iteration count to the next.
+
+    With twins at N, 2N and 4N iterations (``plateau.factor: [2, 4]``) a network gets two rows,
+    N → 2N and 2N → 4N, so the table also says which budget would have plateaued.
+    """
+    checks = _plateau_checks(groups, keys)
+    if not checks:
         return []
-    rows = []
-    for identity, names in sorted(merged.items(), key=lambda item: (item[1][0], item[0][:2])):
-        short_n, long_n, short, long, seeds = values[identity]
-        gain = long - short
-        rows.append(
-            [
-                ", ".join(names),
-                str(seeds),
-                f"{short:.2f} ({short_n})",
-                f"{long:.2f} ({long_n})",
-                f"{gain:+.3f}",
-                "yes" if gain < PLATEAU_DB else "no",
-            ]
-        )
+    rows = [
+        [
+            ", ".join(names),
+            str(len(shorts)),
+            f"{short:.2f} ({short_n})",
+            f"{long:.2f} ({long_n})",
+            f"{long - short:+.3f}",
+            "yes" if long - short < PLATEAU_DB else "no",
+        ]
+        for names, short_n, long_n, short, long, shorts in checks
+    ]
     header = [
         "twin (model/variant)",
         "seeds",
@@ -620,6 +643,19 @@ def _plateau(groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tup
         f"plateaued (< {PLATEAU_DB} dB)",
     ]
     return ["", "Plateau check of the full-precision twins:", "", *_table(header, rows)]
+
+
+def twin_plateau(
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]], twin_key: tuple[Any, ...]
+) -> tuple[float, int, int] | None:
+    """The plateau check of the twin group ``twin_key`` (directly or through a twin run it shares):
+    (Set5 gain, its iteration count, the longer one), or ``None`` when it has not been checked."""
+    keys = [k for k in groups if k[:2] == twin_key[:2]]
+    checkpoints = {r.get("checkpoint") for r in groups.get(twin_key, [])}
+    for _, short_n, long_n, short, long, shorts in _plateau_checks(groups, keys):
+        if short_n == twin_key[5] and shorts & checkpoints:
+            return long - short, short_n, long_n
+    return None
 
 
 # -------------------------------------------------------------------------------------- figures
