@@ -241,6 +241,26 @@ def test_plateau_models_limit_the_check_to_the_twins_named(images: Path, tmp_pat
     assert {run.run_id for run in plateau} <= {run.run_id for run in everything}
 
 
+def test_plateau_binary_scales_train_the_checked_binary_runs_as_long(images: Path, tmp_path: Path) -> None:
+    raw = grid_raw(images)
+    raw["plateau"] = {"factor": 2, "seeds": [0], "models": ["ours/base", "bbcu_l"], "binary_scales": [2]}
+    runs = parse_study(raw, tmp_path / "grid.yaml", tmp_path / "out").runs
+    long_binary = [run for run in runs if run.kind == "plateau" and run.records[0].binary]
+    assert sorted(run.labels[0] for run in long_binary) == [
+        "smoke/x2/bbcu_l/base/bin/s0/i60",
+        "smoke/x2/ours/base/bin/s0/i60",
+    ]
+    by_label = {run.labels[0]: run for run in runs}
+    for run in long_binary:  # the same network and recipe shape as the budget's run: its digest
+        short = by_label[run.labels[0].replace("/i60", "/i30")]
+        assert run.run_id.rsplit("-", 1)[1] == short.run_id.rsplit("-", 1)[1]
+        assert run.config["network"] == short.config["network"] and run.config["train"]["distill"] is None
+        assert run.config["train"]["scheduler"]["milestones"] == [40]
+    raw["plateau"]["binary_scales"] = [3]
+    with pytest.raises(BinsrError, match="binary_scales must list scales of scales"):
+        parse_study(raw, tmp_path / "grid.yaml", tmp_path / "out")
+
+
 def test_init_twin_binarizes_the_trained_twin_and_retrains_it_as_its_own_twin(
     images: Path, tmp_path: Path
 ) -> None:
@@ -592,6 +612,11 @@ def test_best_variant_is_judged_at_the_longest_budget() -> None:
     key, gaps = best
     assert key == ("cpu", 2, "ours", "base", True, 12000)
     assert gaps == pytest.approx([-0.10])
+    # a plateau check's binary run at 24000 (one seed, a check) is not a budget
+    checks = [record("base", True, 24000, 37.20), record("base", False, 24000, 37.22)]
+    for check in checks:
+        check["kind"] = "plateau"
+    assert best_variant(records + checks, "cpu", 2) == best
     # against bbcu_l on the seeds both have: seed 1 of bbcu_l (no ours seed 1) is left out
     records += [record("base", True, 12000, 36.95), record("base", True, 12000, 40.0)]
     records[-2]["model"] = records[-1]["model"] = "bbcu_l"

@@ -378,7 +378,8 @@ def best_variant(
     ``track`` and ``scale``, among the runs of the longest training that has one and, within it, of the
     variants paired with their twins on the most seeds: its group key
     ``(track, scale, model, variant, True, iterations)`` and its gap on each set; ``None`` if no binary
-    variant has a twin scored on every set. The longest budget comes first because a gap measured on
+    variant has a twin scored on every set (binary runs of a plateau check, ``kind: plateau``, are not
+    a budget and do not count). The longest budget comes first because a gap measured on
     under-trained twins says little (a shorter slice can show a smaller gap that does not last); the
     seed count next because in a screening design a variant run on one seed has not been confirmed
     (:func:`screened_ahead` lists those that look better)."""
@@ -401,6 +402,8 @@ def _gap_candidates(
     for key, members in groups.items():
         if key[:3] != (track, scale, model) or not key[4]:
             continue
+        if all(r.get("kind") == "plateau" for r in members):
+            continue  # a binary run trained as long as the plateau twins: a check, not a budget
         twin = groups.get((*key[:4], False, key[5]), [])
         paired = [twin_gap(members, twin, name) for name in sets]
         gaps = [gap for gap, _ in paired]

@@ -27,7 +27,8 @@ A study file is YAML (relative paths are taken from the file's folder)::
     twins: true                         # pair every binary run with its full-precision twin
     plateau: {factor: 2, seeds: [0]}    # twin runs with factor x the iterations (same schedule shape);
                                         # a list ([2, 4]) trains a ladder: each doubling's gain is reported;
-                                        # models: [ours/base, bbcu_l] checks only those twins (default all)
+                                        # models: [ours/base, bbcu_l] checks only those twins (default all);
+                                        # binary_scales: [2] also trains their binary runs that long there
     distill: {output_weight: 1.0, feature_weight: 0.1, features: ["body.*"]}
     eval: {sets: {Set5: ..., Set14: ..., BSD100: ...}, convention: matlab, input_size: [320, 180]}
     output: {runs: ../runs/study, results: ../docs/results/study.json, report: ../docs/RESULTS.md}
@@ -354,7 +355,7 @@ def parse_study(raw: Any, path: str | Path, results_dir: str | Path | None = Non
     twins = top.get("twins", True)
     if not isinstance(twins, bool):
         raise BinsrError(f"study key twins must be true or false, got {twins!r}")
-    plateau = _parse_plateau(top.get("plateau"), seeds, models)
+    plateau = _parse_plateau(top.get("plateau"), seeds, models, scales)
     distill = _mapping(top.get("distill"), "distill")
     _only_keys(distill, tuple(DEFAULT_DISTILL), "distill")
     distill = {**DEFAULT_DISTILL, **distill}
@@ -499,11 +500,13 @@ def _parse_models(value: Any, seeds: list[int]) -> dict[str, dict[str, Any]]:
     return models
 
 
-def _parse_plateau(value: Any, seeds: list[int], models: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+def _parse_plateau(
+    value: Any, seeds: list[int], models: dict[str, dict[str, Any]], scales: list[int]
+) -> dict[str, Any] | None:
     if value is None or value is False:
         return None
     spec = _mapping(value, "plateau")
-    _only_keys(spec, ("factor", "seeds", "models"), "plateau")
+    _only_keys(spec, ("factor", "seeds", "models", "binary_scales"), "plateau")
     factor = spec.get("factor", 2)
     factors = factor if isinstance(factor, list) else [factor]
     if not factors or any(not isinstance(f, int) or isinstance(f, bool) or f < 2 for f in factors):
@@ -526,7 +529,11 @@ def _parse_plateau(value: Any, seeds: list[int], models: dict[str, dict[str, Any
                 f"got {checked!r}"
             )
         checked = set(names)
-    return {"factors": sorted(factors), "seeds": chosen, "models": checked}
+    listed = spec.get("binary_scales")
+    binary_scales = [] if listed is None else _int_list(listed, "plateau.binary_scales")
+    if any(scale not in scales for scale in binary_scales):
+        raise BinsrError(f"study key plateau.binary_scales must list scales of scales, got {listed!r}")
+    return {"factors": sorted(factors), "seeds": chosen, "models": checked, "binary_scales": binary_scales}
 
 
 def _plateau_factors(plateau: dict[str, Any] | None, seed: int, model: str, variant: str) -> list[int]:
@@ -718,4 +725,12 @@ def _expand(
                         run = grid.add(kind, run_id, network, binary_recipe, key, where, order, train_distill)
                         run.teacher = teacher
                         run.initialised_from = source
+                        if plateau and scale in plateau["binary_scales"] and kind == "binary":
+                            # the binary network as long as its plateau twins: does it gain what they gain?
+                            for factor in _plateau_factors(plateau, seed, model, variant):
+                                long = _scaled_schedule(recipe, factor)
+                                n = long["train"]["iterations"]
+                                long_id = f"{prefix}/{model}-{variant}-i{n}-s{seed}-{digest[:8]}"
+                                long_key = RecordKey(track, scale, model, variant, True, seed, n)
+                                grid.add("plateau", long_id, network, long, long_key, where, order)
     return grid.ordered()
