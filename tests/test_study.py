@@ -686,7 +686,7 @@ def test_self_ensemble_scores_are_kept_beside_the_plain_ones(images: Path, tmp_p
     from binsr.inference import with_self_ensemble
 
     raw = smoke_raw(images)
-    raw["models"] = {"ours": {}}
+    raw["models"] = {"ours": {"variants": {"distilled": {"distill": True}}}}  # the binary run needs its twin
     study_file = tmp_path / "smoke.yaml"
     study_file.write_text(json.dumps(raw))
     study = load_study(study_file, tmp_path / "out")
@@ -694,9 +694,13 @@ def test_self_ensemble_scores_are_kept_beside_the_plain_ones(images: Path, tmp_p
     plain = {run.run_id: json.loads((study.run_dir(run) / DONE_FILE).read_text()) for run in study.runs}
     with pytest.raises(BinsrError, match="use it with --score-only"):
         run_study(study, self_ensemble=True, progress=False, out=io.StringIO())
+    binary = next(run for run in study.runs if run.kind == "distill")
+    log = io.StringIO()  # the runs matched only, not the runs they need
+    assert run_study(study, only=binary.labels, score_only=True, self_ensemble=True, out=log) == 0
+    assert log.getvalue().count("(x8 self-ensemble)") == 1 and f"scoring {binary.run_id}" in log.getvalue()
     log = io.StringIO()
     assert run_study(study, score_only=True, self_ensemble=True, progress=False, out=log) == 0
-    assert log.getvalue().count("(x8 self-ensemble)") == 2
+    assert log.getvalue().count("(x8 self-ensemble)") == 1 and binary.run_id not in log.getvalue()
     for run in study.runs:
         done = json.loads((study.run_dir(run) / DONE_FILE).read_text())
         assert done["scores"] == plain[run.run_id]["scores"]

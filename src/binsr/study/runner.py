@@ -55,17 +55,25 @@ CURVE_POINTS = 200
 # ---------------------------------------------------------------------------------------- selection
 
 
+def matching_runs(study: Study, only: Sequence[str] = ()) -> list[StudyRun]:
+    """The runs whose labels match any shell pattern in ``only`` (all when empty), without the runs
+    they need."""
+    if not only:
+        return list(study.runs)
+    return [
+        run
+        for run in study.runs
+        if any(fnmatch.fnmatchcase(label, pattern) for label in run.labels for pattern in only)
+    ]
+
+
 def select_runs(study: Study, only: Sequence[str] = ()) -> list[StudyRun]:
     """The runs whose labels match any shell pattern in ``only`` (all when empty), plus the runs they
     need (teachers, the models they are initialised from)."""
     if not only:
         return list(study.runs)
     by_id = study.by_id()
-    chosen = {
-        run.run_id
-        for run in study.runs
-        if any(fnmatch.fnmatchcase(label, pattern) for label in run.labels for pattern in only)
-    }
+    chosen = {run.run_id for run in matching_runs(study, only)}
     if not chosen:
         example = study.runs[0].labels[0] if study.runs else "track/x4/model/variant/bin/s0/i1000"
         raise BinsrError(
@@ -432,7 +440,8 @@ def run_study(
     ``threads`` is the torch thread count of each run (default: torch's for one job, else cores / jobs).
     Finished runs are first scored on any evaluation set their ``done.json`` lacks
     (:func:`complete_scores`); with ``score_only`` nothing is trained, and with ``self_ensemble`` too
-    the selected finished runs are also scored with the x8 self-ensemble (8 passes each: select few).
+    the finished runs that ``only`` matches (not the runs they need) are also scored with the x8
+    self-ensemble (8 passes per image: select few).
     ``compile_model``: train every run through ``torch.compile`` (:func:`execute_run`).
     """
     out = out or sys.stdout
@@ -445,8 +454,8 @@ def run_study(
         print_plan(study, selected, out)
         return 0
     complete_scores(study, selected, out)
-    if self_ensemble:
-        complete_scores(study, selected, out, self_ensemble=True)
+    if self_ensemble:  # the runs asked for only: 8 passes per image is too dear for their teachers too
+        complete_scores(study, matching_runs(study, only), out, self_ensemble=True)
     done_ids = {run.run_id for run in study.runs if read_done(study, run) is not None}
     pending = [run for run in selected if run.run_id not in done_ids]
     if score_only:
