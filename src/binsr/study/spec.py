@@ -64,7 +64,7 @@ import inspect
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -615,6 +615,25 @@ class _Grid:
         return ordered
 
 
+def _add_plateau_runs(
+    grid: _Grid,
+    plateau: dict[str, Any] | None,
+    recipe: dict[str, Any],
+    key: RecordKey,
+    network: dict[str, Any],
+    id_pattern: str,
+    where: str,
+    order: tuple[int, ...],
+) -> None:
+    """The plateau runs of the run answering ``key``: its network and recipe ``factor`` x as long (same
+    schedule shape) for each plateau factor that applies to it, named ``id_pattern.format(n=length)``."""
+    for factor in _plateau_factors(plateau, key.seed, key.model, key.variant):
+        long = _scaled_schedule(recipe, factor)
+        n = long["train"]["iterations"]
+        long_key = replace(key, iterations=n)
+        grid.add("plateau", id_pattern.format(n=n), network, long, long_key, where, order)
+
+
 def _expand(
     study: Study,
     base: dict[str, Any],
@@ -688,12 +707,10 @@ def _expand(
                                 )
                                 again.initialised_from = twin.run_id
                             else:
-                                for factor in _plateau_factors(plateau, seed, model, variant):
-                                    long = _scaled_schedule(recipe, factor)
-                                    n = long["train"]["iterations"]
-                                    long_id = f"{prefix}/twin-i{n}-{twin_digest}-s{seed}"
-                                    long_key = RecordKey(track, scale, model, variant, False, seed, n)
-                                    grid.add("plateau", long_id, fp_network, long, long_key, where, order)
+                                long_id = f"{prefix}/twin-i{{n}}-{twin_digest}-s{seed}"
+                                _add_plateau_runs(
+                                    grid, plateau, recipe, fp_key, fp_network, long_id, where, order
+                                )
                         if not has_binary:
                             continue
                         network = {"name": model, **kwargs, "binary": True}
@@ -727,10 +744,6 @@ def _expand(
                         run.initialised_from = source
                         if plateau and scale in plateau["binary_scales"] and kind == "binary":
                             # the binary network as long as its plateau twins: does it gain what they gain?
-                            for factor in _plateau_factors(plateau, seed, model, variant):
-                                long = _scaled_schedule(recipe, factor)
-                                n = long["train"]["iterations"]
-                                long_id = f"{prefix}/{model}-{variant}-i{n}-s{seed}-{digest[:8]}"
-                                long_key = RecordKey(track, scale, model, variant, True, seed, n)
-                                grid.add("plateau", long_id, network, long, long_key, where, order)
+                            long_id = f"{prefix}/{model}-{variant}-i{{n}}-s{seed}-{digest[:8]}"
+                            _add_plateau_runs(grid, plateau, recipe, key, network, long_id, where, order)
     return grid.ordered()
