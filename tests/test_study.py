@@ -739,6 +739,12 @@ def test_report_table_of_self_ensemble_gaps() -> None:
     text = render_report(records, "study.json", {})
     row = next(line for line in text.splitlines() if line.startswith("| ours | base | 100 | seed 0 |"))
     assert row.split("|")[5:8] == [" -0.100 ", " -0.020 ", " +0.100 "]
+    # with per-image x8 scores the Δ×8 cell carries its bootstrap interval (every image -0.02 here)
+    records[0][SELF_ENSEMBLE]["Set5"][PER_IMAGE] = {"a": 37.00, "b": 37.20}
+    records[1][SELF_ENSEMBLE]["Set5"][PER_IMAGE] = {"a": 37.02, "b": 37.22}
+    text = render_report(records, "study.json", {})
+    row = next(line for line in text.splitlines() if line.startswith("| ours | base | 100 | seed 0 |"))
+    assert row.split("|")[6] == " -0.020 [-0.020, -0.020] "
     assert "With the x8 self-ensemble" not in render_report(records[2:], "study.json", {})
 
 

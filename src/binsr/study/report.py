@@ -183,9 +183,10 @@ def twin_gap(
 
 
 def paired_differences(
-    first: Sequence[dict[str, Any]], second: Sequence[dict[str, Any]], name: str
+    first: Sequence[dict[str, Any]], second: Sequence[dict[str, Any]], name: str, field: str = "scores"
 ) -> tuple[list[str], np.ndarray] | None:
-    """Per-image PSNR of ``first`` − ``second`` on set ``name``, paired by seed and image.
+    """Per-image PSNR of ``first`` − ``second`` on set ``name``, paired by seed and image (both taken
+    from ``field``: ``scores``, or ``scores_x8`` for the self-ensembles).
 
     Returns the image names and a (seeds × images) matrix over the seeds both have, or ``None`` when a
     paired record lacks per-image scores or the two score different images. The mean of the matrix is
@@ -197,8 +198,8 @@ def paired_differences(
         other = second_by_seed.get(record["seed"])
         if other is None:
             continue
-        mine = record["scores"].get(name, {}).get(PER_IMAGE)
-        theirs = other["scores"].get(name, {}).get(PER_IMAGE)
+        mine = record.get(field, {}).get(name, {}).get(PER_IMAGE)
+        theirs = other.get(field, {}).get(name, {}).get(PER_IMAGE)
         if not mine or not theirs or set(mine) != set(theirs) or (images and set(mine) != set(images)):
             return None
         images = images or sorted(mine)
@@ -239,11 +240,14 @@ def bootstrap_interval(
 
 
 def _interval_of(
-    first: Sequence[dict[str, Any]], second: Sequence[dict[str, Any]], sets: Sequence[str]
+    first: Sequence[dict[str, Any]],
+    second: Sequence[dict[str, Any]],
+    sets: Sequence[str],
+    field: str = "scores",
 ) -> tuple[float, float] | None:
-    """:func:`bootstrap_interval` of the mean over ``sets`` of ``first`` − ``second``, if every set has
-    per-image scores on the same seeds."""
-    paired = [paired_differences(first, second, name) for name in sets]
+    """:func:`bootstrap_interval` of the mean over ``sets`` of ``first`` − ``second`` (scores from
+    ``field``), if every set has per-image scores on the same seeds."""
+    paired = [paired_differences(first, second, name, field) for name in sets]
     if not paired or any(p is None for p in paired) or len({p[1].shape[0] for p in paired if p}) != 1:
         return None
     return bootstrap_interval([p[1] for p in paired if p])
@@ -549,7 +553,10 @@ def _self_ensemble(
         theirs = [r for r in twin if r["seed"] in paired]
         row = [model, variant, str(iterations), _seed_words(paired)]
         row += [_fmt_gap(twin_gap(mine, theirs, n)[0]) for n in sets]
-        row += [_fmt_gap(twin_gap(mine, theirs, n, SELF_ENSEMBLE)[0]) for n in sets]
+        for n in sets:
+            interval = _interval_of(mine, theirs, [n], SELF_ENSEMBLE)
+            bracket = f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""
+            row.append(_fmt_gap(twin_gap(mine, theirs, n, SELF_ENSEMBLE)[0]) + bracket)
         row += [_fmt_gap(twin_gap(mine, theirs, n, SELF_ENSEMBLE, "scores")[0]) for n in sets]
         rows.append(row)
     if not rows:
@@ -561,7 +568,7 @@ def _self_ensemble(
         'With the x8 self-ensemble (the mean over the 8 flips and rotations of the input, EDSR\'s "+"; '
         "`binsr study --score-only --self-ensemble`): Δ plain, Δ×8 with both models self-ensembled, and "
         "×8 − twin: the self-ensembled binary network against the plain twin (dB, mean over the seeds "
-        "scored both ways).",
+        f"scored both ways; in brackets {CONFIDENCE:.0%} bootstrap intervals over seeds and images).",
         "",
         *_table(header, rows),
     ]
