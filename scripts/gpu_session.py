@@ -32,12 +32,11 @@ lossless WebP in an ignored ``.gpu_data/`` (``python scripts/make_gpu_data.py``)
 ``--study-only`` skips steps 1 and 2 and the shipped pair: ``studies/cpu.yaml`` runs as committed (so
 every run keeps its id) until the deadline, and runs stopped there are packed with their training
 state to be resumed elsewhere (:func:`pack_study`). ``--compile`` trains the study through
-``torch.compile``. A run that needs another (a distillation teacher, the model an ``init: twin``
-variant starts from) finished here is not trained again when its folder under ``runs/study`` is in
-``carry`` (:func:`reuse_needed_runs`; ``binsr study studies/cpu.yaml --dry-run --only ...`` names it
-after ``<- teacher`` / ``<- from``), and a selected run partly trained here (an earlier session stopped
-it at its deadline; ``--dry-run`` says ``partial``) continues from its last checkpoint when its folder
-is in ``carry`` (:func:`resume_partial_runs`).
+``torch.compile``. Runs come from the study's kept folder (``docs/results/kept_runs``, tracked, so it
+travels with the working tree; ``binsr study studies/cpu.yaml --keep`` fills it here after a session): a
+run that needs another (a distillation teacher, the model an ``init: twin`` variant starts from) kept
+finished is not trained again, and a run partly trained (an earlier session stopped it at its
+deadline) continues from its kept state.
 """
 
 from __future__ import annotations
@@ -49,7 +48,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -62,7 +60,6 @@ DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "scripts"))
 from train_shipped_models import calibrate, launch, overrides, seconds_per_iteration  # noqa: E402
 
-from binsr.errors import BinsrError  # noqa: E402
 from binsr.study import Study, StudyRun, load_study  # noqa: E402
 from binsr.study.runner import DONE_FILE, select_runs  # noqa: E402
 from binsr.train import CONFIG_FILE, LAST_FILE  # noqa: E402
@@ -224,54 +221,13 @@ PARTIAL_FILES = (CONFIG_FILE, METRICS_CSV, STATE_JSON, STATE_TENSORS, LAST_FILE)
 """What a run stopped at the deadline needs to be continued elsewhere (``binsr study`` resumes it)."""
 
 
-REUSED_FILES = (DONE_FILE, CONFIG_FILE, METRICS_CSV, LAST_FILE)
-"""What a finished run that others need brings to the device (its final checkpoint and its record)."""
-
-
-def reuse_needed_runs(run_file: Path, results: Path, phases: list[list[str]]) -> list[str]:
-    """Copy into ``results/runs`` the runs that the runs of ``phases`` need (teachers, initialisations)
-    and that are finished in the study's own runs folder (here: carried to the device), so they are not
-    trained again; returns their ids."""
-    local = load_study(run_file)
+def kept_finished_runs(run_file: Path, results: Path) -> list[str]:
+    """Ids of the finished runs in the study's kept folder (tracked, so on the device too): ``binsr
+    study`` restores them instead of training them, and they are not packed back."""
     device = load_study(run_file, results)
-    needed: set[str] = set()
-    for only in phases:
-        with contextlib.suppress(BinsrError):  # a pattern matching nothing fails in binsr study itself
-            needed |= {run.needs for run in select_runs(device, only) if run.needs}
-    copied = []
-    for run_id in sorted(needed):
-        source, target = local.run_dir(run_id), device.run_dir(run_id)
-        if not (source / DONE_FILE).is_file() or (target / DONE_FILE).exists():
-            continue
-        target.mkdir(parents=True, exist_ok=True)
-        for name in REUSED_FILES:
-            shutil.copy2(source / name, target / name)
-        copied.append(run_id)
-    return copied
-
-
-def resume_partial_runs(run_file: Path, results: Path, phases: list[list[str]]) -> list[str]:
-    """Copy into ``results/runs`` the runs of ``phases`` that are partly trained in the study's own runs
-    folder (here: carried to the device, e.g. runs an earlier lent session stopped at its deadline) and
-    not further on the device, so ``binsr study`` continues them from their last checkpoint instead of
-    starting afresh; returns their ids."""
-    local = load_study(run_file)
-    device = load_study(run_file, results)
-    copied = []
-    for only in phases:
-        with contextlib.suppress(BinsrError):  # a pattern matching nothing fails in binsr study itself
-            for run in select_runs(local, only):
-                source, target = local.run_dir(run.run_id), device.run_dir(run.run_id)
-                if not (source / STATE_JSON).is_file() or (source / DONE_FILE).exists():
-                    continue
-                if (target / STATE_JSON).exists() or (target / DONE_FILE).exists() or run.run_id in copied:
-                    continue
-                target.mkdir(parents=True, exist_ok=True)
-                for name in PARTIAL_FILES:
-                    if (source / name).is_file():
-                        shutil.copy2(source / name, target / name)
-                copied.append(run.run_id)
-    return copied
+    if device.kept_dir is None:
+        return []
+    return [run.run_id for run in device.runs if (device.kept_dir / run.run_id / DONE_FILE).is_file()]
 
 
 def pack_study(
@@ -322,8 +278,7 @@ def study_only(args: argparse.Namespace, data: Path, started: float, deadline: f
     run_file.write_text(keep_sets(study_file.read_text(encoding="utf-8"), args.eval_sets), encoding="utf-8")
     phases = [args.only, *args.then]
     session: dict = {"budget_s": args.budget, "jobs": args.jobs, "phases": phases, "compile": args.compile}
-    session["reused"] = reuse_needed_runs(run_file, work / "study", phases)
-    session["resumed"] = resume_partial_runs(run_file, work / "study", phases)
+    session["reused"] = kept_finished_runs(run_file, work / "study")
     session["phase_exits"] = []
     compile_model = args.compile
     for only in phases:

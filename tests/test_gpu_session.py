@@ -111,34 +111,26 @@ def test_study_only_runs_phases_in_order_and_retries_a_failed_compiled_study(
     assert not (REPO / "studies" / "cpu_device.yaml").exists()
 
 
-def test_runs_needed_and_finished_here_are_reused_not_retrained(tmp_path: Path) -> None:
-    """An ``init: twin`` run on the device starts from the twin finished here (carried), which is
-    neither trained again nor packed back."""
+def test_kept_finished_runs_are_reused_not_packed_back(tmp_path: Path) -> None:
+    """A finished run in the study's kept folder (tracked, so on the device too) is restored by ``binsr
+    study`` instead of trained, and not packed back."""
     script = load_script()
-    images = tmp_path / "images"
-    images.mkdir()
-    Image.fromarray(np.full((24, 24, 3), 128, np.uint8)).save(images / "0.png")
     raw = yaml.safe_load((REPO / "studies" / "smoke.yaml").read_text())
-    raw["base"]["datasets"]["train"]["hr_folders"] = [str(images)]
-    raw["base"]["datasets"]["val"]["folders"] = [str(images)]
-    raw["eval"]["sets"] = {"Set5": str(images)}
     raw["models"] = {"ours": {"variants": {"base": {}, "base-init": {"init": "twin"}}}}
-    raw["output"] = {"runs": "local_runs", "results": "local.json", "report": "LOCAL.md"}
+    raw["output"] = {"runs": "local_runs", "results": "local.json", "report": "LOCAL.md", "kept": "kept"}
     run_file = tmp_path / "study.yaml"
     run_file.write_text(json.dumps(raw))
+    work = tmp_path / "work" / "study"
+    assert script.kept_finished_runs(run_file, work) == []
     local = script.load_study(run_file)
     twin = next(run for run in local.runs if run.kind == "twin")
-    source = local.run_dir(twin)
-    source.mkdir(parents=True)
-    for name in script.REUSED_FILES:
-        (source / name).write_text(name)
-    work = tmp_path / "work" / "study"
-    phases = [["smoke/x2/ours/base-init/*"]]
-    assert script.reuse_needed_runs(run_file, work, phases) == [twin.run_id]
-    target = work / "runs" / twin.run_id
-    assert {p.name for p in target.iterdir()} == set(script.REUSED_FILES)
-    assert script.reuse_needed_runs(run_file, work, phases) == []  # already there
-    assert script.reuse_needed_runs(run_file, work, [["smoke/x2/ours/base/bin/*"]]) == []  # needs none
+    kept = tmp_path / "kept" / twin.run_id
+    kept.mkdir(parents=True)
+    (kept / script.DONE_FILE).write_text("{}")
+    assert script.kept_finished_runs(run_file, work) == [twin.run_id]
+    done = work / "runs" / twin.run_id  # restored on the device by binsr study
+    done.mkdir(parents=True)
+    (done / script.DONE_FILE).write_text("{}")
     (work / "results").mkdir()
     (work / "results" / "study.json").write_text('{"runs": []}')
     out = tmp_path / "out"
@@ -148,35 +140,6 @@ def test_runs_needed_and_finished_here_are_reused_not_retrained(tmp_path: Path) 
     with tarfile.open(out / "study_0.tar.gz") as tar:
         assert tar.getnames() == ["results/study.json"]
     assert session["study_done_runs"] == 0
-
-
-def test_runs_partly_trained_here_are_continued_on_the_device(tmp_path: Path) -> None:
-    """A run an earlier session stopped at its deadline, carried to the device, is copied into the
-    device's study with its training state (so ``binsr study`` resumes it); finished runs, runs without
-    a state and runs already further on the device are left alone."""
-    script = load_script()
-    raw = yaml.safe_load((REPO / "studies" / "smoke.yaml").read_text())
-    raw["output"] = {"runs": "local_runs", "results": "local.json", "report": "LOCAL.md"}
-    run_file = tmp_path / "study.yaml"
-    run_file.write_text(json.dumps(raw))
-    local = script.load_study(run_file)
-    by_label = {run.labels[0].split("/", 2)[2]: run for run in local.runs}
-    partial, finished = by_label["ours/base/bin/s0/i30"], by_label["ours/base/fp/s0/i30"]
-    unstarted = by_label["bbcu_l/base/bin/s0/i30"]
-    for run in (partial, finished):
-        folder = local.run_dir(run)
-        folder.mkdir(parents=True)
-        for name in script.PARTIAL_FILES:
-            (folder / name).write_text(name)
-    (local.run_dir(finished) / script.DONE_FILE).write_text("{}")
-    local.run_dir(unstarted).mkdir(parents=True)  # killed before its first checkpoint
-    work = tmp_path / "work" / "study"
-    phases = [["smoke/x2/ours/*"], ["smoke/x2/*/base/bin/*"]]
-    assert script.resume_partial_runs(run_file, work, phases) == [partial.run_id]
-    target = work / "runs" / partial.run_id
-    assert {p.name for p in target.iterdir()} == set(script.PARTIAL_FILES)
-    assert not (work / "runs" / finished.run_id).exists() and not (work / "runs" / unstarted.run_id).exists()
-    assert script.resume_partial_runs(run_file, work, phases) == []  # already on the device
 
 
 def test_gpu_data_is_lossless_webp_of_every_image(tmp_path: Path) -> None:

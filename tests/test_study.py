@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -39,7 +40,15 @@ from binsr.study.report import (
     twin_gap,
     twin_plateau,
 )
-from binsr.study.runner import DONE_FILE, run_status, score_checkpoint, select_runs
+from binsr.study.runner import (
+    DONE_FILE,
+    keep_runs,
+    recorded_run_ids,
+    restore_kept_runs,
+    run_status,
+    score_checkpoint,
+    select_runs,
+)
 from binsr.study.spec import parse_study
 from binsr.train.config import parse_yaml
 
@@ -382,7 +391,7 @@ def test_smoke_study_runs_resumes_and_records(images: Path, tmp_path: Path) -> N
 
     log = io.StringIO()
     assert run_study(study, progress=False, out=log) == 0
-    assert "4 runs selected, 0 done, 4 to run" in log.getvalue()
+    assert "4 runs selected, 0 done, 0 recorded (finished elsewhere), 4 to run" in log.getvalue()
     assert all(run_status(study, run)[0] == "done" for run in study.runs)
     rows = (study.run_dir(first) / "metrics.csv").read_text().splitlines()
     assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(5, 31, 5))  # resumed, not restarted
@@ -404,7 +413,7 @@ def test_smoke_study_runs_resumes_and_records(images: Path, tmp_path: Path) -> N
     markers[victim].unlink()
     log = io.StringIO()
     assert run_study(load_study(study_file, out_dir), progress=False, out=log) == 0
-    assert "4 runs selected, 3 done, 1 to run" in log.getvalue()
+    assert "4 runs selected, 3 done, 0 recorded (finished elsewhere), 1 to run" in log.getvalue()
     assert log.getvalue().count("training ") == 1 and f"training {victim}" in log.getvalue()
     after = {run_id: path.stat().st_mtime_ns for run_id, path in markers.items()}
     assert {k for k in after if after[k] != before[k]} == {victim}
@@ -418,6 +427,70 @@ def test_smoke_study_runs_resumes_and_records(images: Path, tmp_path: Path) -> N
     log = io.StringIO()
     run_study(study, dry_run=True, out=log)
     assert log.getvalue().count("done ") == 4
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_fresh_clone_goes_on_from_study_json_and_the_kept_folder(images: Path, tmp_path: Path) -> None:
+    """The runs folder is scratch: a clone without it does not retrain the runs recorded in study.json,
+    retrains a recorded teacher only when a run still to train needs it, and continues a run stopped
+    part-way from the state kept (tracked) by ``--keep``."""
+    raw = smoke_raw(images)
+    variants = {"base": {}, "d": {"distill": True}}
+    raw["models"] = {"ours": {"kwargs": {"attention": "channel"}, "variants": variants}}
+    raw["eval"]["sets"] = {"Set5": str(images)}
+    raw["output"] = {"runs": "runs", "results": "results/study.json", "report": "RESULTS.md", "kept": "kept"}
+    study_file = tmp_path / "clone1" / "study.yaml"
+    study_file.parent.mkdir()
+    study_file.write_text(json.dumps(raw))
+    study = load_study(study_file)
+    by_label = {run.labels[0].split("/", 2)[2]: run for run in study.runs}
+    twin, base, distilled = (
+        by_label["ours/base/fp/s0/i30"],
+        by_label["ours/base/bin/s0/i30"],
+        by_label["ours/d/bin/s0/i30"],
+    )
+    assert distilled.needs == twin.run_id
+    # the first clone: twin and base finish, the distilled run is killed after its checkpoint at 10
+    assert run_study(study, only=[base.labels[0], twin.labels[0]], progress=False, out=io.StringIO()) == 0
+    env = {**os.environ, "BINSR_TEST_KILL": "checkpoint@10", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "binsr", "study", str(study_file), "--only", distilled.labels[0]]
+    assert subprocess.run([*command, "--no-progress"], capture_output=True, env=env, timeout=120).returncode
+    assert run_status(study, distilled) == ("partial", 10)
+    assert recorded_run_ids(study) == {twin.run_id, base.run_id}
+    changes = keep_runs(study)
+    assert changes == {"finished": [twin.run_id], "partial": [distilled.run_id], "dropped": []}
+    assert keep_runs(study) == {"finished": [], "partial": [], "dropped": []}  # up to date
+    assert not (tmp_path / "clone1" / "kept" / base.run_id).exists()  # recorded; nobody needs it
+
+    # a fresh clone: study.json and the kept folder, no runs folder
+    clone = tmp_path / "clone2"
+    shutil.copytree(tmp_path / "clone1", clone, ignore=shutil.ignore_patterns("runs"))
+    fresh = load_study(clone / "study.yaml")
+    log = io.StringIO()
+    run_study(fresh, dry_run=True, out=log)
+    rows = [line.split() for line in log.getvalue().splitlines() if not line.startswith(" ")]
+    statuses = {row[2]: row[0] for row in rows if row[0] in ("new", "partial", "done", "recorded")}
+    assert statuses == {base.run_id: "recorded", twin.run_id: "done", distilled.run_id: "partial"}
+    log = io.StringIO()
+    assert run_study(fresh, progress=False, out=log) == 0
+    assert "restored 2 kept runs" in log.getvalue()
+    assert "3 runs selected, 1 done, 1 recorded (finished elsewhere), 1 to run" in log.getvalue()
+    rows = (fresh.run_dir(distilled) / "metrics.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(5, 31, 5))  # resumed from the kept state
+    assert not fresh.run_dir(base).exists()
+    records = load_results(fresh.results)["runs"]
+    assert {r["run"] for r in records} == {twin.run_id, base.run_id, distilled.run_id}
+    assert keep_runs(fresh) == {"finished": [], "partial": [], "dropped": [twin.run_id, distilled.run_id]}
+
+    # without a kept teacher, a recorded teacher is retrained for the run that needs it
+    third = tmp_path / "clone3"
+    shutil.copytree(tmp_path / "clone1", third, ignore=shutil.ignore_patterns("runs", "kept"))
+    fresh = load_study(third / "study.yaml")
+    log = io.StringIO()
+    assert run_study(fresh, progress=False, out=log) == 0
+    assert "3 runs selected, 0 done, 1 recorded (finished elsewhere), 2 to run" in log.getvalue()
+    assert f"training {twin.run_id}" in log.getvalue() and f"training {base.run_id}" not in log.getvalue()
+    assert restore_kept_runs(fresh, fresh.runs) == []  # its kept folder is empty
 
 
 @pytest.mark.usefixtures("one_thread")

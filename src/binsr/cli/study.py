@@ -2,7 +2,8 @@
 
 ``binsr study STUDY.yaml [--only PATTERN ...] [--dry-run] [--results DIR] [--jobs N]`` trains every run
 of the study that is not done yet (resuming interrupted ones), scores each, and rewrites
-``study.json`` and ``RESULTS.md``. ``binsr study report [--results STUDY_JSON] [-o RESULTS.md]``
+``study.json`` and ``RESULTS.md``; ``--keep`` saves what a fresh clone needs to go on into the study's
+kept folder. ``binsr study report [--results STUDY_JSON] [-o RESULTS.md]``
 regenerates the report from ``study.json`` alone. ``binsr study anatomy --data SET [--data SET ...]
 [--checkpoints INDEX] [-o ANATOMY.md]`` splits the gap of the shipped binary checkpoints to their twins
 over image regions (:mod:`binsr.study.anatomy`). See docs/STUDY.md.
@@ -92,6 +93,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(8 passes per image; select few runs with --only)",
     )
     parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="train nothing: copy into the study's kept folder (output.kept, under version control) the "
+        "finished runs that unfinished ones need and the state of partly trained runs, so a fresh clone "
+        "goes on from them",
+    )
+    parser.add_argument(
         "--keep-going", action="store_true", help="continue after a run fails (exit status 1)"
     )
     parser.add_argument(
@@ -125,6 +133,15 @@ def run(args: argparse.Namespace) -> int:
     from binsr.study import load_study, run_study
 
     study = load_study(args.study, args.results)
+    if args.keep:
+        from binsr.study.runner import keep_runs
+
+        changes = keep_runs(study)
+        for what, ids in changes.items():
+            for run_id in ids:
+                print(f"{what:8s} {run_id}", file=sys.stdout)
+        print(f"kept folder {study.kept_dir} up to date ({sum(map(len, changes.values()))} changes)")
+        return 0
     return run_study(
         study,
         only=args.only,

@@ -7,6 +7,14 @@ continued with :func:`binsr.train.train`'s resume machinery; a folder without a 
 ``study.json`` is rebuilt from the ``done.json`` markers of the study after every run (records of other
 studies and tracks already in the file are kept; a record with the same key is replaced).
 
+The runs folder is scratch space, so a fresh clone has only ``study.json`` and the study's ``kept``
+folder (tracked). A run recorded in ``study.json`` under its id is *recorded*: it is not trained
+again unless a run still to train needs its checkpoint (a teacher) and neither folder has it.
+``binsr study STUDY --keep`` (:func:`keep_runs`) copies into the kept folder what must survive the
+runs folder (the final checkpoints of finished runs that unfinished ones need, the training state of
+partial runs), and every run of the study starts from its kept copy when that is further along
+(:func:`restore_kept_runs`).
+
 Scoring uses the same code as ``binsr eval`` (:func:`binsr.evaluate.resolve_upscaler` on the checkpoint
 file, then :func:`binsr.evaluate.evaluate`), so ``binsr eval --model <checkpoint>`` reproduces every
 number, and :func:`binsr.complexity.count_complexity` at the study's input size (320x180).
@@ -23,6 +31,7 @@ import math
 import multiprocessing
 import os
 import platform
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -38,7 +47,10 @@ __all__ = [
     "DONE_FILE",
     "complete_scores",
     "execute_run",
+    "keep_runs",
     "record_of",
+    "recorded_run_ids",
+    "restore_kept_runs",
     "run_status",
     "run_study",
     "score_checkpoint",
@@ -106,18 +118,130 @@ def read_done(study: Study, run: StudyRun) -> dict[str, Any] | None:
     return done
 
 
-def run_status(study: Study, run: StudyRun) -> tuple[str, int]:
-    """``("done" | "partial" | "new", iterations trained so far)`` of ``run``."""
+def recorded_run_ids(study: Study) -> set[str]:
+    """Ids of the runs that have a record in the study's ``study.json`` (finished, perhaps elsewhere)."""
+    if not study.results.is_file():
+        return set()
+    return {str(record["run"]) for record in load_results(study.results)["runs"] if record.get("run")}
+
+
+def _state_iteration(run_dir: Path) -> int:
+    """The iteration of the training state committed in ``run_dir`` (-1 without one)."""
     from binsr.train.state import STATE_JSON
 
-    done = read_done(study, run)
-    if done is not None:
-        return "done", int(done["iterations"])
-    state = study.run_dir(run) / STATE_JSON
-    if state.is_file():
-        info = _read_json(state)
-        return "partial", int(info.get("iteration", 0)) if isinstance(info, dict) else 0
+    path = run_dir / STATE_JSON
+    if not path.is_file():
+        return -1
+    info = _read_json(path)
+    return int(info.get("iteration", 0)) if isinstance(info, dict) else 0
+
+
+def run_status(study: Study, run: StudyRun, recorded: Iterable[str] = ()) -> tuple[str, int]:
+    """``("done" | "partial" | "recorded" | "new", iterations trained so far)`` of ``run``, from its
+    folder, else its kept copy, else ``study.json`` (``recorded``: ids from :func:`recorded_run_ids`;
+    a run folder that exists overrides its record, so deleting ``done.json`` still reruns a run)."""
+    folders = [study.run_dir(run)]
+    if study.kept_dir is not None:
+        folders.append(study.kept_dir / run.run_id)
+    for folder in folders:
+        if (folder / DONE_FILE).is_file():
+            return "done", run.iterations
+    reached = max(_state_iteration(folder) for folder in folders)
+    if reached >= 0:
+        return "partial", reached
+    if run.run_id in recorded and not folders[0].exists():
+        return "recorded", run.iterations
     return "new", 0
+
+
+def _finished_files() -> tuple[str, ...]:
+    """What a finished run needs to serve others (its record, config, curve, final checkpoint), the
+    record last (it marks the copy complete)."""
+    from binsr.train import CONFIG_FILE, LAST_FILE
+    from binsr.train.logs import METRICS_CSV
+
+    return (CONFIG_FILE, METRICS_CSV, LAST_FILE, DONE_FILE)
+
+
+def _partial_files() -> tuple[str, ...]:
+    """What a run stopped part-way needs to be continued, the state's JSON last (its commit point,
+    :mod:`binsr.train.state`)."""
+    from binsr.train import CONFIG_FILE, LAST_FILE
+    from binsr.train.logs import METRICS_CSV
+    from binsr.train.state import STATE_JSON, STATE_TENSORS
+
+    return (CONFIG_FILE, METRICS_CSV, LAST_FILE, STATE_TENSORS, STATE_JSON)
+
+
+def _copy_run_files(source: Path, target: Path, names: Sequence[str]) -> None:
+    """Copy the files ``names`` that ``source`` has into ``target``, in that order, each atomically."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if (source / name).is_file():
+            atomic_write_bytes(target / name, (source / name).read_bytes())
+
+
+def restore_kept_runs(study: Study, runs: Iterable[StudyRun]) -> list[str]:
+    """Copy into the runs folder each of ``runs`` whose kept copy is further along (finished there, or
+    a training state of a later iteration); returns their ids. A restored partial run continues from
+    the kept state; a restored finished one serves as a teacher without being trained again."""
+    from binsr.train.state import STATE_NEXT
+
+    if study.kept_dir is None:
+        return []
+    restored = []
+    for run in runs:
+        source, target = study.kept_dir / run.run_id, study.run_dir(run)
+        if not source.is_dir() or (target / DONE_FILE).is_file():
+            continue
+        if (source / DONE_FILE).is_file():
+            _copy_run_files(source, target, _finished_files())
+        elif _state_iteration(source) > _state_iteration(target):
+            (target / STATE_NEXT).unlink(missing_ok=True)
+            _copy_run_files(source, target, _partial_files())
+        else:
+            continue
+        restored.append(run.run_id)
+    return restored
+
+
+def keep_runs(study: Study) -> dict[str, list[str]]:
+    """Bring the study's kept folder up to date with its runs folder; returns the ids by what was done.
+
+    ``finished``: a finished run that a run not yet finished (nor recorded) needs keeps its final
+    checkpoint and record; ``partial``: a run stopped part-way keeps its training state when it is
+    further along than the kept one; ``dropped``: a kept run that is now finished and needed by no
+    unfinished run is removed (its record in ``study.json`` remains)."""
+    if study.kept_dir is None:
+        raise BinsrError(f"study {study.name} has no kept folder: set output.kept in {study.path}")
+    recorded = recorded_run_ids(study)
+    unfinished = [run for run in study.runs if run_status(study, run, recorded)[0] in ("new", "partial")]
+    needed = {run.needs for run in unfinished if run.needs is not None}
+    changes: dict[str, list[str]] = {"finished": [], "partial": [], "dropped": []}
+    for run in study.runs:
+        source, kept = study.run_dir(run), study.kept_dir / run.run_id
+        if (source / DONE_FILE).is_file():
+            if run.run_id in needed:
+                if not (kept / DONE_FILE).is_file():
+                    _replace_kept(source, kept, _finished_files())
+                    changes["finished"].append(run.run_id)
+            elif kept.is_dir():
+                shutil.rmtree(kept)
+                changes["dropped"].append(run.run_id)
+        elif _state_iteration(source) > _state_iteration(kept):
+            _replace_kept(source, kept, _partial_files())
+            changes["partial"].append(run.run_id)
+    return changes
+
+
+def _replace_kept(source: Path, kept: Path, names: Sequence[str]) -> None:
+    """Replace the folder ``kept`` with copies of ``names`` from ``source`` (built aside, then renamed)."""
+    staging = kept.with_name(kept.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    _copy_run_files(source, staging, names)
+    if kept.exists():
+        shutil.rmtree(kept)
+    staging.rename(kept)
 
 
 # ------------------------------------------------------------------------------------ one run
@@ -385,6 +509,22 @@ class _InlineExecutor:
         """Nothing to release."""
 
 
+def _runs_to_train(study: Study, unfinished: list[StudyRun]) -> list[StudyRun]:
+    """The runs of ``unfinished`` (not done here) to train: those without a record in ``study.json`` or
+    with a folder here, and the recorded ones that a run to train needs (its checkpoint is not here),
+    in the given order."""
+    recorded = {run_id for run_id in recorded_run_ids(study) if not study.run_dir(run_id).exists()}
+    by_id = {run.run_id: run for run in unfinished}
+    chosen = {run.run_id for run in unfinished if run.run_id not in recorded}
+    stack = list(chosen)
+    while stack:
+        needed = by_id[stack.pop()].needs
+        if needed in by_id and needed not in chosen:
+            chosen.add(needed)
+            stack.append(needed)
+    return [run for run in unfinished if run.run_id in chosen]
+
+
 def _describe(run: StudyRun) -> str:
     if not run.records:  # needed by others only
         return f"{run.run_id} [{run.kind}: {run.config['network']['name']}, {run.iterations} it]"
@@ -396,16 +536,18 @@ def _describe(run: StudyRun) -> str:
 def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO) -> None:
     """The ``--dry-run`` listing: every selected run, its status and the remaining work."""
     runs = list(runs)
+    recorded = recorded_run_ids(study)
     left: dict[str, int] = {}
     for run in runs:
-        status, iteration = run_status(study, run)
+        status, iteration = run_status(study, run, recorded)
         track = run.run_id.split("/")[0]
-        left[track] = left.get(track, 0) + (0 if status == "done" else run.iterations - iteration)
+        left[track] = left.get(track, 0) + run.iterations - iteration
         needs = f" <- {'teacher' if run.teacher else 'from'} {run.needs}" if run.needs else ""
-        out.write(f"{status:7s} {iteration:>7d}/{run.iterations:<7d} {_describe(run)}{needs}\n")
+        out.write(f"{status:8s} {iteration:>7d}/{run.iterations:<7d} {_describe(run)}{needs}\n")
         for label in run.labels:
             out.write(f"{'':25s}{label}\n")
     out.write(f"{len(runs)} runs; runs folder {study.runs_dir}; results {study.results}\n")
+    out.write("(recorded: finished elsewhere, its record in study.json; trained again only as a teacher)\n")
     for track, iterations in left.items():
         seconds = study.tracks[track]["seconds_per_iteration"]
         estimate = (
@@ -453,11 +595,14 @@ def run_study(
     if dry_run:
         print_plan(study, selected, out)
         return 0
+    restored = restore_kept_runs(study, selected)
+    if restored:
+        out.write(f"restored {len(restored)} kept runs from {study.kept_dir}\n")
     complete_scores(study, selected, out)
     if self_ensemble:  # the runs asked for only: 8 passes per image is too dear for their teachers too
         complete_scores(study, matching_runs(study, only), out, self_ensemble=True)
     done_ids = {run.run_id for run in study.runs if read_done(study, run) is not None}
-    pending = [run for run in selected if run.run_id not in done_ids]
+    pending = _runs_to_train(study, [run for run in selected if run.run_id not in done_ids])
     if score_only:
         sync_results(study)
         out.write(
@@ -466,8 +611,11 @@ def run_study(
         return 0
     if jobs > 1:  # longest runs first (plateau runs), so parallel workers finish together
         pending.sort(key=lambda run: -run.iterations)
-    skipped = len(selected) - len(pending)
-    out.write(f"study {study.name}: {len(selected)} runs selected, {skipped} done, {len(pending)} to run\n")
+    recorded = len(selected) - len(pending) - len([run for run in selected if run.run_id in done_ids])
+    out.write(
+        f"study {study.name}: {len(selected)} runs selected, {len(selected) - len(pending) - recorded} done, "
+        f"{recorded} recorded (finished elsewhere), {len(pending)} to run\n"
+    )
     out.flush()
     sync_results(study)
     if not pending:

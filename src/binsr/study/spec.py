@@ -31,7 +31,8 @@ A study file is YAML (relative paths are taken from the file's folder)::
                                         # binary_scales: [2] also trains their binary runs that long there
     distill: {output_weight: 1.0, feature_weight: 0.1, features: ["body.*"]}
     eval: {sets: {Set5: ..., Set14: ..., BSD100: ...}, convention: matlab, input_size: [320, 180]}
-    output: {runs: ../runs/study, results: ../docs/results/study.json, report: ../docs/RESULTS.md}
+    output: {runs: ../runs/study, results: ../docs/results/study.json, report: ../docs/RESULTS.md,
+             kept: ../docs/results/kept_runs}  # optional: a tracked folder that keeps runs across clones
 
 Expansion (:func:`load_study`): every (track, scale, seed, model, variant) gives a *binary* run (or a
 full-precision one for a model without a ``binary`` switch), for the seeds of the variant (its own
@@ -54,6 +55,12 @@ the recipe starts new runs instead of resuming stale ones, while a run N iterati
 whether N is the study's ``train.iterations`` or a plateau run's multiple of a shorter one: raising the
 budget to a length a plateau ladder has reached reuses those runs. Labels used by ``--only`` are
 ``<track>/x<scale>/<model>/<variant>/<bin|fp>/s<seed>/i<iterations>``.
+
+The runs folder is scratch space (not under version control), so what a fresh clone must not redo
+lives elsewhere: the *records* of finished runs in ``study.json`` (a recorded run is not trained
+again), and, in the optional ``output.kept`` folder (tracked), the runs it is worth carrying whole:
+the final checkpoints of finished runs that others need (teachers, initialisations) and the training
+state of runs stopped part-way (``binsr study STUDY --keep``; :mod:`binsr.study.runner`).
 """
 
 from __future__ import annotations
@@ -101,6 +108,8 @@ DEFAULT_OUTPUT = {
     "results": "../docs/results/study.json",
     "report": "../docs/RESULTS.md",
 }
+OUTPUT_KEYS = (*DEFAULT_OUTPUT, "kept")
+"""Keys of a study's ``output`` section (``kept`` has no default: no kept folder)."""
 DEFAULT_INPUT = (320, 180)
 
 KIND_PHASE = {"fp": 0, "twin": 0, "binary": 1, "init-twin": 1, "distill": 2, "init": 2, "plateau": 3}
@@ -185,6 +194,7 @@ class Study:
     runs_dir: Path
     results: Path
     report: Path
+    kept_dir: Path | None = None
 
     def run_dir(self, run: StudyRun | str) -> Path:
         """The folder of ``run`` (a run or its id)."""
@@ -323,7 +333,8 @@ def load_study(path: str | Path, results_dir: str | Path | None = None) -> Study
     """Read and expand the study file ``path``.
 
     ``results_dir`` replaces the ``output`` section: runs go to ``DIR/runs``, results to
-    ``DIR/results/study.json`` and the report to ``DIR/RESULTS.md``.
+    ``DIR/results/study.json`` and the report to ``DIR/RESULTS.md`` (the ``kept`` folder stays the
+    study file's: it is where runs come from, not where they go).
     """
     path = Path(path)
     return parse_study(read_yaml_file(path, "study"), path, results_dir)
@@ -381,7 +392,10 @@ def parse_study(raw: Any, path: str | Path, results_dir: str | Path | None = Non
     input_size = (int(size[0]), int(size[1]))
 
     output = _mapping(top.get("output"), "output")
-    _only_keys(output, tuple(DEFAULT_OUTPUT), "output")
+    _only_keys(output, OUTPUT_KEYS, "output")
+    kept = output.get("kept")
+    if kept is not None and not (isinstance(kept, str) and kept):
+        raise BinsrError(f"study key output.kept must be a folder, got {kept!r}")
     if results_dir is not None:
         root = Path(results_dir).expanduser().resolve()
         paths = {
@@ -406,6 +420,7 @@ def parse_study(raw: Any, path: str | Path, results_dir: str | Path | None = Non
         runs_dir=paths["runs"],
         results=paths["results"],
         report=paths["report"],
+        kept_dir=(base_dir / Path(kept).expanduser()).resolve() if kept else None,
     )
     study.runs = _expand(study, base, tracks, models, scales, seeds, twins, plateau, distill, base_dir)
     return study
