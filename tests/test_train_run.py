@@ -186,6 +186,29 @@ def test_stop_at_then_resume_equals_an_uninterrupted_run(
     assert bad.returncode == 2 and "--stop-at must be a positive iteration, got 0" in bad.stderr
 
 
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_training_with_a_checkpoint_and_resume_ends_identical(
+    data_dir: Path, full_run: Path, tmp_path: Path, signal_name: str
+) -> None:
+    """SIGTERM / SIGINT after step 6 (between the checkpoints every 4): the step finishes, a checkpoint is
+    written at 6, the CLI says so in one line and exits 130; --resume ends bit-identical."""
+    config_path = write_config(tmp_path / "tiny.yaml", raw_config(data_dir, tmp_path / "runs"))
+    stopped = run_cli(
+        ["train", str(config_path), "--no-progress"], env={"BINSR_TEST_KILL": f"step@6:{signal_name}"}
+    )
+    run_dir = tmp_path / "runs" / "tiny"
+    assert stopped.returncode == 130, stopped.stderr
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        f"binsr: interrupted: training stopped by {signal_name} at iteration 6 of {ITERATIONS}, its state "
+        f"saved in {run_dir} (binsr train --resume continues it, or binsr study for a study run)"
+    )
+    assert load_state(run_dir)[1]["iteration"] == 6
+    resumed = run_cli(["train", "--resume", str(run_dir), "--no-progress"])
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("last.safetensors", "best.safetensors", STATE_TENSORS):
+        assert tensors_equal(load_file(full_run / name), load_file(run_dir / name)), name
+
+
 def test_state_commit_survives_a_crash_in_each_phase(tmp_path: Path) -> None:
     old = {"w": torch.zeros(3)}
     save_state(tmp_path, old, {"iteration": 1})

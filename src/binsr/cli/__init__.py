@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from binsr.errors import BinsrError
+from binsr.errors import BinsrError, TrainingStoppedError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "eval",
@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except TrainingStoppedError as error:
+        print(f"binsr: interrupted: {error}", file=sys.stderr)
+        return error.exit_code
     except BinsrError as error:
         print(f"binsr: error: {error}", file=sys.stderr)
         return 2

@@ -38,7 +38,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any, TextIO
 
-from binsr.errors import BinsrError
+from binsr.errors import BinsrError, TrainingStoppedError
 from binsr.fileio import atomic_write_bytes
 from binsr.study.report import PER_IMAGE, SELF_ENSEMBLE, load_results, write_report
 from binsr.study.spec import RecordKey, Study, StudyRun
@@ -525,6 +525,11 @@ def _runs_to_train(study: Study, unfinished: list[StudyRun]) -> list[StudyRun]:
     return [run for run in unfinished if run.run_id in chosen]
 
 
+def _stopped(error: BaseException) -> bool:
+    """Whether ``error`` says a run was stopped by a signal (its state saved): that stops the study."""
+    return isinstance(error, TrainingStoppedError)
+
+
 def _describe(run: StudyRun) -> str:
     if not run.records:  # needed by others only
         return f"{run.run_id} [{run.kind}: {run.config['network']['name']}, {run.iterations} it]"
@@ -578,7 +583,8 @@ def run_study(
     Finished runs are skipped, partial ones continued; the runs a run needs go first. With
     ``jobs > 1`` the longest runs start first (a stable sort, so the study's order breaks ties). After every
     run ``study.json`` and the report are rewritten. A run that fails with a :class:`BinsrError` stops
-    the study, or with ``keep_going`` is reported and the rest go on (exit code 1 at the end).
+    the study, or with ``keep_going`` is reported and the rest go on (exit code 1 at the end); a run
+    stopped by a signal (:class:`~binsr.errors.TrainingStoppedError`, its state saved) stops the study.
     ``threads`` is the torch thread count of each run (default: torch's for one job, else cores / jobs).
     Finished runs are first scored on any evaluation set their ``done.json`` lacks
     (:func:`complete_scores`); with ``score_only`` nothing is trained, and with ``self_ensemble`` too
@@ -667,7 +673,7 @@ def run_study(
                     )
                     out.write(f"[{finished}/{total}] done {run.run_id}: {scores}\n")
                     sync_results(study)
-                elif isinstance(error, BinsrError) and keep_going:
+                elif keep_going and isinstance(error, BinsrError) and not _stopped(error):
                     failed[run.run_id] = str(error)
                     out.write(f"[{finished}/{total}] FAILED {run.run_id}: {error}\n")
                 else:

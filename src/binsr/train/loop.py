@@ -18,6 +18,11 @@ forward traces without a graph break, ``tests/test_models.py``). A non-finite lo
 it is read, naming the iteration it came from, before anything is validated or written; so no
 checkpoint ever holds weights that a non-finite loss has updated.
 
+SIGINT (Ctrl-C) or SIGTERM during a run lets the current step finish, writes a checkpoint there and
+raises :class:`~binsr.errors.TrainingStoppedError` (``binsr: interrupted: ...``, exit status 130), so a
+stopped run loses nothing and ``--resume`` continues it; a second Ctrl-C interrupts at once. (Only in
+a single process: ranks of a ``torchrun`` job keep the default handlers.)
+
 A run may stop early at a chosen iteration (``stop_at``, ``binsr train --stop-at N``): the schedule
 stays the configured one, a checkpoint is written there, and ``--resume`` continues it to the same
 weights an uninterrupted run ends with (a long run in chunks, or a model taken at iteration N).
@@ -33,7 +38,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +53,7 @@ from tqdm.auto import tqdm
 
 from binsr.checkpoint import load_safetensors, save_model
 from binsr.data.datasets import open_eval_set
-from binsr.errors import BinsrError
+from binsr.errors import BinsrError, TrainingStoppedError
 from binsr.layers import settle_weight_scales
 from binsr.models import create_model
 from binsr.train.config import dump_config, model_kwargs
@@ -83,6 +90,34 @@ class TrainResult:
     best_iteration: int | None = None
     last_val: dict[str, tuple[float, float]] = field(default_factory=dict)
     rank: int = 0
+
+
+class _StopOnSignals:
+    """While active, SIGINT and SIGTERM ask the training loop to stop after the current step
+    (``signal_name`` says which came); a second SIGINT raises :class:`KeyboardInterrupt` at once.
+
+    Handlers can only be set in the main thread; elsewhere, or when not ``enabled``, nothing changes."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignals:
+        if self.enabled:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number: int, frame: object) -> None:
+        if self.signal_name is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(number).name
+        print(f"binsr: {self.signal_name}: stopping after this step (saving a checkpoint)", file=sys.stderr)
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 def val_set_names(folders: list[str]) -> list[str]:
@@ -294,22 +329,29 @@ class Trainer:
         )
         print_every = self.config["logging"]["print_every"]
         try:
-            while self.iteration < end:
-                started = time.perf_counter()
-                self.step()
-                if self.iteration % print_every == 0 or self.iteration == self.iterations:
-                    self.read_losses()  # waits for the device: training time, like the step itself
-                self.elapsed += time.perf_counter() - started
-                maybe_kill("step", self.iteration)
-                self._after_step()
-                postfix = {"loss": f"{self.last_loss:.4g}"} if self.last_loss is not None else {}
-                if self.last_val:
-                    postfix["psnr"] = f"{self._mean_psnr(self.last_val):.2f}"
-                bar.set_postfix(postfix, refresh=False)
-                bar.update(1)
+            with _StopOnSignals(enabled=self.dist.world_size == 1) as stop:
+                while self.iteration < end and stop.signal_name is None:
+                    started = time.perf_counter()
+                    self.step()
+                    if self.iteration % print_every == 0 or self.iteration == self.iterations:
+                        self.read_losses()  # waits for the device: training time, like the step itself
+                    self.elapsed += time.perf_counter() - started
+                    maybe_kill("step", self.iteration)
+                    self._after_step()
+                    postfix = {"loss": f"{self.last_loss:.4g}"} if self.last_loss is not None else {}
+                    if self.last_val:
+                        postfix["psnr"] = f"{self._mean_psnr(self.last_val):.2f}"
+                    bar.set_postfix(postfix, refresh=False)
+                    bar.update(1)
             every = self.config["logging"]["checkpoint_every"]
             if start < self.iteration < self.iterations and self.iteration % every:  # stopped early
                 self.checkpoint()
+            if stop.signal_name is not None and self.iteration < end:
+                raise TrainingStoppedError(
+                    f"training stopped by {stop.signal_name} at iteration {self.iteration} of "
+                    f"{self.iterations}, its state saved in {self.run_dir} "
+                    "(binsr train --resume continues it, or binsr study for a study run)"
+                )
         finally:
             bar.close()
             if self.log is not None:

@@ -97,15 +97,19 @@ def load_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] 
 
 
 def maybe_kill(point: str, iteration: object) -> None:
-    """Crash-test hook: ``BINSR_TEST_KILL=<point>@<iteration>`` SIGKILLs this process there.
+    """Crash-test hook: ``BINSR_TEST_KILL=<point>@<iteration>[:<SIGNAL>]`` sends this process SIGKILL (or
+    the named signal, e.g. ``SIGTERM``) there.
 
     Points: ``step`` (after an optimizer step, before any logging or saving), ``state-next`` and
     ``state-json`` (inside :func:`save_state`, after phases 1 and 2) and ``checkpoint`` (after a whole
     checkpoint). Used by the kill-and-resume tests; without the variable it does nothing.
     """
     target = os.environ.get(KILL_ENV)
-    if target and target == f"{point}@{iteration}":
-        os.kill(os.getpid(), signal.SIGKILL)
+    if not target:
+        return
+    where, _, name = target.partition(":")
+    if where == f"{point}@{iteration}":
+        os.kill(os.getpid(), signal.Signals[name] if name else signal.SIGKILL)
 
 
 def optimizer_to_flat(optimizer: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
