@@ -27,7 +27,7 @@ from binsr.models import create_model
 from binsr.train import dump_config, resolve_config, train
 from binsr.train.data import PatchSampler, load_hr_folders, load_paired
 from binsr.train.distill import match_module_names
-from binsr.train.state import STATE_JSON, STATE_NEXT, STATE_TENSORS, load_state, save_state
+from binsr.train.state import STATE_JSON, STATE_NEXT, STATE_TENSORS, load_state, save_state, state_is_whole
 
 ITERATIONS = 12
 
@@ -226,7 +226,9 @@ def test_state_commit_survives_a_crash_in_each_phase(tmp_path: Path) -> None:
     assert info == save_state_json and torch.equal(tensors["w"], torch.ones(3))
     assert (tmp_path / STATE_TENSORS).is_file() and not (tmp_path / STATE_NEXT).exists()
     # A tensor file that does not match its JSON is refused, not silently used.
+    assert state_is_whole(tmp_path)
     (tmp_path / STATE_TENSORS).write_bytes(b"corrupt")
+    assert not state_is_whole(tmp_path)
     with pytest.raises(BinsrError, match="incomplete"):
         load_state(tmp_path)
 

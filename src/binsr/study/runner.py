@@ -33,6 +33,7 @@ import os
 import platform
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -234,11 +235,23 @@ def keep_runs(study: Study) -> dict[str, list[str]]:
     return changes
 
 
-def _replace_kept(source: Path, kept: Path, names: Sequence[str]) -> None:
-    """Replace the folder ``kept`` with copies of ``names`` from ``source`` (built aside, then renamed)."""
+def _replace_kept(source: Path, kept: Path, names: Sequence[str], tries: int = 5) -> None:
+    """Replace the folder ``kept`` with copies of ``names`` from ``source`` (built aside, then renamed).
+
+    A training state is copied again (up to ``tries`` times) until its two files match: the run may be
+    saving a checkpoint while it is copied."""
+    from binsr.train.state import STATE_JSON, state_is_whole
+
     staging = kept.with_name(kept.name + ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    _copy_run_files(source, staging, names)
+    for _ in range(tries):
+        shutil.rmtree(staging, ignore_errors=True)
+        _copy_run_files(source, staging, names)
+        if STATE_JSON not in names or state_is_whole(staging):
+            break
+        time.sleep(1.0)
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BinsrError(f"could not copy a whole training state from {source}: is its run saving non-stop?")
     if kept.exists():
         shutil.rmtree(kept)
     staging.rename(kept)

@@ -40,6 +40,7 @@ __all__ = [
     "optimizer_to_flat",
     "save_state",
     "set_rng_state",
+    "state_is_whole",
 ]
 
 STATE_TENSORS = "last_state.safetensors"
@@ -67,6 +68,19 @@ def save_state(run_dir: Path, tensors: dict[str, torch.Tensor], info: dict[str, 
     atomic_write_bytes(run_dir / STATE_JSON, json.dumps(record, indent=1).encode("utf-8"))
     maybe_kill("state-json", info.get("iteration"))
     os.replace(next_path, run_dir / STATE_TENSORS)
+
+
+def state_is_whole(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a committed state whose tensor file is the one its JSON names (a copy
+    taken while the run saved a checkpoint may pair one checkpoint's JSON with another's tensors)."""
+    json_path, tensor_path = run_dir / STATE_JSON, run_dir / STATE_TENSORS
+    try:
+        record = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    if not (isinstance(record, dict) and tensor_path.is_file()):
+        return False
+    return _sha256(tensor_path) == record.get("tensors_sha256")
 
 
 def load_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
