@@ -61,10 +61,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 from train_shipped_models import calibrate, launch, overrides, seconds_per_iteration  # noqa: E402
 
 from binsr.study import Study, StudyRun, load_study  # noqa: E402
-from binsr.study.runner import DONE_FILE, select_runs  # noqa: E402
+from binsr.study.runner import DONE_FILE, partial_files, select_runs  # noqa: E402
 from binsr.train import CONFIG_FILE, LAST_FILE  # noqa: E402
 from binsr.train.logs import METRICS_CSV  # noqa: E402
-from binsr.train.state import STATE_JSON, STATE_TENSORS  # noqa: E402
+from binsr.train.state import STATE_JSON  # noqa: E402
 
 SHIPPED = ("default_x2", "default_x2_fp")
 PART_BYTES = 15 * 2**20
@@ -217,10 +217,6 @@ def pack(files: list[tuple[Path, str]], out: Path, stem: str, max_parts: int) ->
     return archives, left_out
 
 
-PARTIAL_FILES = (CONFIG_FILE, METRICS_CSV, STATE_JSON, STATE_TENSORS, LAST_FILE)
-"""What a run stopped at the deadline needs to be continued elsewhere (``binsr study`` resumes it)."""
-
-
 def kept_finished_runs(run_file: Path, results: Path) -> list[str]:
     """Ids of the finished runs in the study's kept folder (tracked, so on the device too): ``binsr
     study`` restores them instead of training them, and they are not packed back."""
@@ -254,7 +250,7 @@ def pack_study(
         (d / LAST_FILE for d in done_dirs if (d / LAST_FILE).is_file()),
         key=lambda path: not ("/ours-" in str(path) or "/twin-" in str(path)),
     )
-    partial = [run_dir / n for run_dir in partial_dirs for n in PARTIAL_FILES]
+    partial = [run_dir / n for run_dir in partial_dirs for n in partial_files()]
     files = [
         (path, str(path.relative_to(study_root))) for path in [*small, *weights, *partial] if path.is_file()
     ]

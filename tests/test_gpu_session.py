@@ -55,7 +55,7 @@ def test_pack_study_keeps_finished_and_partial_runs(tmp_path: Path) -> None:
     )
     partial = [n.split("/")[3] for n in names if n.startswith("runs/cpu/x4/")]
     assert partial == ["twin-i6000-cccc-s0"] * 5 + ["twin-i6000-bbbb-s0"] * 5  # most advanced first
-    assert {n.rsplit("/", 1)[1] for n in names if "cccc" in n} == set(script.PARTIAL_FILES)
+    assert {n.rsplit("/", 1)[1] for n in names if "cccc" in n} == set(script.partial_files())
     assert session["study_done_runs"] == 1 and session["left_out"] == []
     assert session["study_partial_runs"] == {
         "cpu/x4/twin-i6000-cccc-s0": 3000,

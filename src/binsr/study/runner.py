@@ -49,6 +49,7 @@ __all__ = [
     "complete_scores",
     "execute_run",
     "keep_runs",
+    "partial_files",
     "record_of",
     "recorded_run_ids",
     "restore_kept_runs",
@@ -164,7 +165,7 @@ def _finished_files() -> tuple[str, ...]:
     return (CONFIG_FILE, METRICS_CSV, LAST_FILE, DONE_FILE)
 
 
-def _partial_files() -> tuple[str, ...]:
+def partial_files() -> tuple[str, ...]:
     """What a run stopped part-way needs to be continued, the state's JSON last (its commit point,
     :mod:`binsr.train.state`)."""
     from binsr.train import CONFIG_FILE, LAST_FILE
@@ -199,7 +200,7 @@ def restore_kept_runs(study: Study, runs: Iterable[StudyRun]) -> list[str]:
             _copy_run_files(source, target, _finished_files())
         elif _state_iteration(source) > _state_iteration(target):
             (target / STATE_NEXT).unlink(missing_ok=True)
-            _copy_run_files(source, target, _partial_files())
+            _copy_run_files(source, target, partial_files())
         else:
             continue
         restored.append(run.run_id)
@@ -230,7 +231,7 @@ def keep_runs(study: Study) -> dict[str, list[str]]:
                 shutil.rmtree(kept)
                 changes["dropped"].append(run.run_id)
         elif _state_iteration(source) > _state_iteration(kept):
-            _replace_kept(source, kept, _partial_files())
+            _replace_kept(source, kept, partial_files())
             changes["partial"].append(run.run_id)
     return changes
 
@@ -538,11 +539,6 @@ def _runs_to_train(study: Study, unfinished: list[StudyRun]) -> list[StudyRun]:
     return [run for run in unfinished if run.run_id in chosen]
 
 
-def _stopped(error: BaseException) -> bool:
-    """Whether ``error`` says a run was stopped by a signal (its state saved): that stops the study."""
-    return isinstance(error, TrainingStoppedError)
-
-
 def _describe(run: StudyRun) -> str:
     if not run.records:  # needed by others only
         return f"{run.run_id} [{run.kind}: {run.config['network']['name']}, {run.iterations} it]"
@@ -630,10 +626,10 @@ def run_study(
         return 0
     if jobs > 1:  # longest runs first (plateau runs), so parallel workers finish together
         pending.sort(key=lambda run: -run.iterations)
-    recorded = len(selected) - len(pending) - len([run for run in selected if run.run_id in done_ids])
+    done = sum(run.run_id in done_ids for run in selected)
     out.write(
-        f"study {study.name}: {len(selected)} runs selected, {len(selected) - len(pending) - recorded} done, "
-        f"{recorded} recorded (finished elsewhere), {len(pending)} to run\n"
+        f"study {study.name}: {len(selected)} runs selected, {done} done, "
+        f"{len(selected) - len(pending) - done} recorded (finished elsewhere), {len(pending)} to run\n"
     )
     out.flush()
     sync_results(study)
@@ -686,7 +682,11 @@ def run_study(
                     )
                     out.write(f"[{finished}/{total}] done {run.run_id}: {scores}\n")
                     sync_results(study)
-                elif keep_going and isinstance(error, BinsrError) and not _stopped(error):
+                elif (
+                    keep_going
+                    and isinstance(error, BinsrError)
+                    and not isinstance(error, TrainingStoppedError)  # a signal stops the study
+                ):
                     failed[run.run_id] = str(error)
                     out.write(f"[{finished}/{total}] FAILED {run.run_id}: {error}\n")
                 else:
