@@ -31,6 +31,7 @@ from binsr.study.report import (
     PER_IMAGE,
     SELF_ENSEMBLE,
     _best_ours,
+    _competitor_coverage,
     _groups,
     best_variant,
     bootstrap_interval,
@@ -749,6 +750,36 @@ def test_best_variant_needs_every_seed_and_screened_variants_are_listed() -> Non
     assert ahead[0][2:] == pytest.approx((-0.02, -0.06))  # base on seed 0 alone: -0.06
     lines = _best_ours(records, _groups(records), "cpu", 2, ["Set5"])
     assert "`fda` (seed 0: -0.020 dB against -0.060 dB)" in lines[-1]
+
+
+def test_report_lists_the_competitors_without_a_paired_run() -> None:
+    """A competitor counts once its binary run has a twin on a common seed, at the scale in question."""
+
+    def record(
+        model: str, binary: bool, seed: int, scale: int = 2, iterations: int = 12000
+    ) -> dict[str, Any]:
+        return {
+            "track": "cpu", "scale": scale, "model": model, "variant": "base", "binary": binary,
+            "iterations": iterations, "seed": seed, "scores": {"Set5": {"psnr": 37.0, "ssim": 0.9}},
+            "checkpoint": f"{model}-{binary}-{seed}-{scale}-{iterations}", "ops": 1e9, "params": 1e3,
+        }  # fmt: skip
+
+    records = [record("bnn", True, 0), record("bnn", False, 0)]  # paired
+    records += [record("bbcu_l", True, 0, iterations=3000), record("bbcu_l", False, 0, iterations=3000)]
+    records += [record("bbcu_l", True, 1), record("bbcu_l", False, 1)]  # paired at two budgets
+    records += [record("irnet", True, 0), record("irnet", False, 1)]  # no common seed
+    records += [record("btm", True, 0, scale=4), record("btm", False, 0, scale=4)]  # the other scale
+    records += [record("reactnet", False, 0)]  # twin only
+    records += [record("ours", True, 0), record("ours", False, 0)]  # not a competitor
+    lines = _competitor_coverage(_groups(records), "cpu", 2)
+    assert lines[-1] == (
+        "Competitors with a binary run and its twin (iterations): `bnn` (12000), `bbcu_l` (3000, 12000); "
+        "none yet: `bireal`, `irnet`, `reactnet`, `btm`, `ma2019`, `e2fif`, `bbcu_m`."
+    )
+    assert _competitor_coverage(_groups(records), "cpu", 4)[-1].startswith(
+        "Competitors with a binary run and its twin (iterations): `btm` (12000); none yet: `bnn`, `bireal`,"
+    )
+    assert "Competitors with a binary run and its twin" in render_report(records, "study.json", {})
 
 
 @pytest.mark.usefixtures("one_thread")

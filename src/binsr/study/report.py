@@ -69,6 +69,8 @@ BOOTSTRAP_RESAMPLES = 4000
 """Resamples drawn for each bootstrap interval."""
 WORST_IMAGES = 3
 """How many of the images that lose most to the twin the report names per set."""
+COMPETITORS = ("bnn", "bireal", "irnet", "reactnet", "btm", "ma2019", "e2fif", "bbcu_l", "bbcu_m")
+"""The published binary SR methods every (track, scale) of the study compares ``ours`` with."""
 
 _FIELDS: dict[str, tuple[type, ...]] = {
     "model": (str,),
@@ -325,6 +327,7 @@ def render_report(
             rows.append(row)
         lines += ["", *_table(header, rows)]
         lines += _best_ours(records, groups, track, scale, sets)
+        lines += _competitor_coverage(groups, track, scale)
         lines += _self_ensemble(groups, keys, sets)
         lines += _plateau(groups, keys)
     return "\n".join(lines) + "\n"
@@ -530,6 +533,24 @@ def _best_ours(
                 f"{statistics.fmean(diffs):+.3f} dB{bracket} PSNR on average over the sets."
             )
     return lines
+
+
+def _competitor_coverage(
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]], track: str, scale: int
+) -> list[str]:
+    """Which of :data:`COMPETITORS` have, at this (track, scale), a binary run paired with its twin (a
+    seed both have), at which iteration counts, and which have none yet."""
+    paired: dict[str, set[int]] = {}
+    for (t, s, model, variant, binary, iterations), members in groups.items():
+        if (t, s) != (track, scale) or not binary or model not in COMPETITORS:
+            continue
+        twin = groups.get((t, s, model, variant, False, iterations), [])
+        if {r["seed"] for r in twin} & {r["seed"] for r in members}:
+            paired.setdefault(model, set()).add(iterations)
+    done = [f"`{m}` ({', '.join(map(str, sorted(paired[m])))})" for m in COMPETITORS if m in paired]
+    missing = [f"`{m}`" for m in COMPETITORS if m not in paired]
+    line = f"Competitors with a binary run and its twin (iterations): {', '.join(done) or 'none'}"
+    return ["", line + (f"; none yet: {', '.join(missing)}." if missing else "; all of them.")]
 
 
 def _self_ensemble(
