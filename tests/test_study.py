@@ -570,6 +570,54 @@ def test_runs_scored_without_per_image_psnr_are_rescored(images: Path, tmp_path:
     assert "scoring" not in log.getvalue()
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_ema_checkpoints_saved_with_copied_batchnorm_statistics_are_updated_and_rescored(
+    images: Path, tmp_path: Path
+) -> None:
+    """A finished run whose EMA model kept the trained model's BatchNorm statistics (as the trainer saved
+    it before it re-estimated them) gets the checkpoint the trainer writes now, and its new scores."""
+    from safetensors.torch import load_file
+
+    from binsr.checkpoint import save_model
+    from binsr.models import create_model
+    from binsr.train.state import load_state
+
+    raw = smoke_raw(images)
+    raw["models"] = {"bnn": {}}
+    raw["twins"] = False
+    study_file = tmp_path / "smoke.yaml"
+    study_file.write_text(json.dumps(raw))
+    study = load_study(study_file, tmp_path / "out")
+    (run,) = study.runs
+    assert run_study(study, progress=False, out=io.StringIO()) == 0
+    run_dir = study.run_dir(run)
+    trained = load_file(run_dir / "last.safetensors")
+    first = json.loads((run_dir / DONE_FILE).read_text())
+
+    state, _ = load_state(run_dir)
+    old = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
+    old.update({k[6:]: v for k, v in state.items() if k.startswith("model.") and "running_" in k})
+    model = create_model("bnn", scale=2, n_feats=8, n_blocks=1)
+    model.load_state_dict(old)
+    save_model(run_dir / "last.safetensors", model, extra={"ema": True, "iteration": 30})
+    stale = score_checkpoint(run_dir / "last.safetensors", 2, {"Set5": str(images)}, "matlab", (320, 180))
+    assert stale["scores"]["Set5"]["psnr"] != first["scores"]["Set5"]["psnr"]
+
+    log = io.StringIO()
+    assert run_study(load_study(study_file, tmp_path / "out"), score_only=True, progress=False, out=log) == 0
+    assert f"re-estimated the BatchNorm statistics of {run.run_id}" in log.getvalue()
+    assert f"scoring {run.run_id} on Set5, Set14, BSD100" in log.getvalue()
+    updated = load_file(run_dir / "last.safetensors")
+    for name, value in trained.items():
+        torch.testing.assert_close(updated[name], value)
+    again = json.loads((run_dir / DONE_FILE).read_text())["scores"]
+    for name, score in first["scores"].items():
+        assert again[name]["psnr"] == pytest.approx(score["psnr"], abs=1e-6)
+    log = io.StringIO()  # done once
+    assert run_study(load_study(study_file, tmp_path / "out"), score_only=True, progress=False, out=log) == 0
+    assert "re-estimated" not in log.getvalue() and "scoring" not in log.getvalue()
+
+
 def record_scores(record: dict[str, Any]) -> tuple[Any, ...]:
     return (record["model"], record["binary"], json.dumps(record["scores"], sort_keys=True))
 

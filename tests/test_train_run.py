@@ -121,6 +121,90 @@ def test_run_directory_holds_config_metrics_plot_and_checkpoints(full_run: Path)
     assert best.config == last.config and best.config["kwargs"]["n_feats"] == 8
 
 
+def batchnorm_config(data_dir: Path, runs: Path) -> dict:
+    """The tiny run on a BNN (BatchNorm after each binary conv), named ``tiny_bn``."""
+    raw = raw_config(data_dir, runs)
+    raw.update(name="tiny_bn", network={"name": "bnn", "n_feats": 8, "n_blocks": 1})
+    return resolve_config(raw)
+
+
+@pytest.fixture(scope="module")
+def batchnorm_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run of a network with BatchNorm, trained with EMA."""
+    runs = tmp_path_factory.mktemp("bn_runs")
+    train(batchnorm_config(data_dir, runs), progress=False)
+    return runs / "tiny_bn"
+
+
+def batchnorm_statistics(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in tensors.items() if k.endswith(("running_mean", "running_var"))}
+
+
+def test_the_saved_ema_model_has_batchnorm_statistics_of_its_own_weights(
+    data_dir: Path, batchnorm_run: Path
+) -> None:
+    """Not the trained model's copied statistics: those re-estimated for the EMA weights."""
+    from binsr.checkpoint import read_model_header
+    from binsr.train.batchnorm import CALIBRATION_BATCHES, calibration_batches, recalibrate_batchnorm
+
+    last = load_model(batchnorm_run / "last.safetensors")
+    assert read_model_header(batchnorm_run / "last.safetensors")["bn_recalibrated"] == CALIBRATION_BATCHES
+    saved = batchnorm_statistics(last.state_dict())
+    state, _ = load_state(batchnorm_run)
+    trained = batchnorm_statistics({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+    assert saved.keys() == trained.keys() and len(saved) == 4
+    assert not any(torch.allclose(saved[k], trained[k]) for k in saved)
+    ema = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
+    assert tensors_equal(saved, batchnorm_statistics(ema))
+
+    config = batchnorm_config(data_dir, batchnorm_run.parent)
+    sampler = PatchSampler(load_hr_folders([str(data_dir / "hr")], 2), 2, 8)
+    recalibrate_batchnorm(last, calibration_batches(sampler, config["seed"], 4))
+    for name, value in batchnorm_statistics(last.state_dict()).items():
+        torch.testing.assert_close(value, saved[name])
+
+
+def test_a_batchnorm_run_stopped_and_resumed_ends_identical(
+    data_dir: Path, batchnorm_run: Path, tmp_path: Path
+) -> None:
+    """Re-estimating the EMA model's statistics at a checkpoint leaves the resumed run unchanged."""
+    config = batchnorm_config(data_dir, tmp_path)
+    assert train(config, progress=False, stop_at=6).iteration == 6
+    assert train(config, progress=False, resume=True).iteration == ITERATIONS
+    for name in ("last.safetensors", "best.safetensors", STATE_TENSORS):
+        assert tensors_equal(load_file(batchnorm_run / name), load_file(tmp_path / "tiny_bn" / name)), name
+
+
+def test_an_ema_checkpoint_with_copied_statistics_is_brought_up_to_date(
+    data_dir: Path, batchnorm_run: Path, full_run: Path, tmp_path: Path
+) -> None:
+    """What the trainer saved before it re-estimated the statistics becomes what it saves now."""
+    from binsr.checkpoint import read_model_header
+    from binsr.train.batchnorm import recalibrate_checkpoint
+
+    state, _ = load_state(batchnorm_run)
+    ema = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
+    old = {**ema, **batchnorm_statistics({k[6:]: v for k, v in state.items() if k.startswith("model.")})}
+    model = create_model("bnn", scale=2, n_feats=8, n_blocks=1)
+    model.load_state_dict(old)
+    path = tmp_path / "last.safetensors"
+    save_model(path, model, extra={"ema": True, "iteration": ITERATIONS, "val_psnr": {"val": 20.0}})
+    config = batchnorm_config(data_dir, batchnorm_run.parent)
+
+    assert recalibrate_checkpoint(path, config)
+    header = read_model_header(path)
+    assert header["iteration"] == ITERATIONS and "val_psnr" not in header and header["bn_recalibrated"]
+    now = load_model(path).state_dict()
+    expected = load_model(batchnorm_run / "last.safetensors").state_dict()
+    for name, value in expected.items():
+        torch.testing.assert_close(now[name], value)
+    before = path.read_bytes()
+    assert not recalibrate_checkpoint(path, config) and path.read_bytes() == before  # already done
+    without_bn = (full_run / "last.safetensors").read_bytes()
+    assert not recalibrate_checkpoint(full_run / "last.safetensors", config)  # bbcu_l: no BatchNorm
+    assert (full_run / "last.safetensors").read_bytes() == without_bn
+
+
 def test_curves_before_the_first_validation_plot_without_a_warning(tmp_path: Path) -> None:
     import warnings
 

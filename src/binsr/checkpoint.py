@@ -42,6 +42,8 @@ FORMAT = "binsr-model"
 VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 METADATA_KEY = "binsr"
+RESERVED_KEYS = frozenset({"format", "version", "model", "scale", "kwargs"})
+"""Header fields :func:`save_model` writes itself; the rest of a header is the caller's ``extra``."""
 
 PathLike = str | os.PathLike[str]
 
@@ -80,7 +82,7 @@ def save_model(path: PathLike, model: nn.Module, extra: dict[str, Any] | None = 
         "scale": int(config["scale"]),
         "kwargs": dict(config["kwargs"]),
     }
-    clash = sorted(set(extra or {}) & set(header))
+    clash = sorted(set(extra or {}) & RESERVED_KEYS)
     if clash:
         raise ValueError(f"extra checkpoint fields clash with reserved keys: {', '.join(clash)}")
     header.update(extra or {})

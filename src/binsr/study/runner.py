@@ -50,6 +50,7 @@ __all__ = [
     "execute_run",
     "keep_runs",
     "partial_files",
+    "recalibrate_finished",
     "record_of",
     "recorded_run_ids",
     "restore_kept_runs",
@@ -388,6 +389,36 @@ def execute_run(
     return done
 
 
+def recalibrate_finished(study: Study, runs: Iterable[StudyRun], out: TextIO | None = None) -> int:
+    """Re-estimate the BatchNorm statistics of finished runs whose final EMA checkpoint was saved with
+    the trained model's (before the trainer re-estimated them, :mod:`binsr.train.batchnorm`); returns
+    how many checkpoints changed.
+
+    Each such checkpoint is rewritten (:func:`~binsr.train.batchnorm.recalibrate_checkpoint`, the file
+    the trainer writes now) and its scores are dropped from ``done.json``, so :func:`complete_scores`
+    scores it again. Runs of models without BatchNorm are untouched.
+    """
+    from binsr.train import LAST_FILE
+    from binsr.train.batchnorm import recalibrate_checkpoint
+
+    changed = 0
+    for run in runs:
+        done = read_done(study, run)
+        if done is None:
+            continue
+        run_dir = study.run_dir(run)
+        if not recalibrate_checkpoint(run_dir / LAST_FILE, run.config):
+            continue
+        if out is not None:
+            out.write(f"re-estimated the BatchNorm statistics of {run.run_id}'s EMA model\n")
+            out.flush()
+        done["scores"] = {}
+        done.pop(SELF_ENSEMBLE, None)
+        atomic_write_bytes(run_dir / DONE_FILE, json.dumps(done, indent=1).encode("utf-8"))
+        changed += 1
+    return changed
+
+
 def complete_scores(
     study: Study, runs: Iterable[StudyRun], out: TextIO | None = None, self_ensemble: bool = False
 ) -> int:
@@ -595,10 +626,11 @@ def run_study(
     the study, or with ``keep_going`` is reported and the rest go on (exit code 1 at the end); a run
     stopped by a signal (:class:`~binsr.errors.TrainingStoppedError`, its state saved) stops the study.
     ``threads`` is the torch thread count of each run (default: torch's for one job, else cores / jobs).
-    Finished runs are first scored on any evaluation set their ``done.json`` lacks
-    (:func:`complete_scores`); with ``score_only`` nothing is trained, and with ``self_ensemble`` too
-    the finished runs that ``only`` matches (not the runs they need) are also scored with the x8
-    self-ensemble (8 passes per image: select few).
+    Finished runs are first brought up to date: an EMA checkpoint saved with copied BatchNorm
+    statistics gets its own (:func:`recalibrate_finished`), and every run is scored on any evaluation
+    set its ``done.json`` lacks (:func:`complete_scores`); with ``score_only`` nothing is trained,
+    and with ``self_ensemble`` too the finished runs that ``only`` matches (not the runs they need)
+    are also scored with the x8 self-ensemble (8 passes per image: select few).
     ``compile_model``: train every run through ``torch.compile`` (:func:`execute_run`).
     """
     out = out or sys.stdout
@@ -613,6 +645,7 @@ def run_study(
     restored = restore_kept_runs(study, selected)
     if restored:
         out.write(f"restored {len(restored)} kept runs from {study.kept_dir}\n")
+    recalibrate_finished(study, selected, out)
     complete_scores(study, selected, out)
     if self_ensemble:  # the runs asked for only: 8 passes per image is too dear for their teachers too
         complete_scores(study, matching_runs(study, only), out, self_ensemble=True)

@@ -28,7 +28,8 @@ stays the configured one, a checkpoint is written there, and ``--resume`` contin
 weights an uninterrupted run ends with (a long run in chunks, or a model taken at iteration N).
 
 Only rank 0 writes files and validates. The validated and saved model is the EMA model when
-``train.ema`` is set. A checkpoint writes ``last.safetensors`` (the model, via
+``train.ema`` is set, its BatchNorm statistics (if it has any) re-estimated for its own weights first
+(:mod:`binsr.train.batchnorm`). A checkpoint writes ``last.safetensors`` (the model, via
 :func:`binsr.checkpoint.save_model`) and then commits the training state (:mod:`binsr.train.state`);
 ``best.safetensors`` is written whenever the mean validation PSNR improves.
 """
@@ -56,6 +57,12 @@ from binsr.data.datasets import open_eval_set
 from binsr.errors import BinsrError, TrainingStoppedError
 from binsr.layers import settle_weight_scales
 from binsr.models import create_model
+from binsr.train.batchnorm import (
+    CALIBRATION_BATCHES,
+    calibration_batches,
+    has_batchnorm,
+    recalibrate_batchnorm,
+)
 from binsr.train.config import dump_config, model_kwargs
 from binsr.train.data import sampler_from_config
 from binsr.train.distill import Distiller
@@ -188,6 +195,9 @@ class Trainer:
         self.ema = (
             copy.deepcopy(self.model).requires_grad_(False).eval() if self.ema_decay is not None else None
         )
+        # Its BatchNorm statistics are re-estimated before it is validated or saved (binsr.train.batchnorm).
+        self.calibrate_ema = self.ema is not None and has_batchnorm(self.ema)
+        self.calibrated_iteration: int | None = None
         self.distiller = (
             Distiller(self.model, train["distill"], self.scale, self.device) if train["distill"] else None
         )
@@ -241,6 +251,19 @@ class Trainer:
     def eval_model(self) -> nn.Module:
         """The model that is validated and saved: the EMA model if there is one."""
         return self.ema if self.ema is not None else self.model
+
+    def _calibrate_eval_model(self) -> None:
+        """Re-estimate the EMA model's BatchNorm statistics for the current weights, once per iteration.
+
+        The EMA update copies the trained model's statistics every step; they do not fit the averaged
+        weights (:mod:`binsr.train.batchnorm`), so the model that is validated and saved gets its own,
+        from the run's first :data:`~binsr.train.batchnorm.CALIBRATION_BATCHES` training batches.
+        """
+        if not self.calibrate_ema or self.ema is None or self.calibrated_iteration == self.iteration:
+            return
+        _set_progress(self.ema, self.iteration / self.iterations)
+        recalibrate_batchnorm(self.ema, calibration_batches(self.sampler, self.seed, self.batch_size))
+        self.calibrated_iteration = self.iteration
 
     @torch.no_grad()
     def _update_ema(self, step: int) -> None:
@@ -390,6 +413,7 @@ class Trainer:
         """Score the eval model on every validation folder (rank 0), log it and keep the best model."""
         self.read_losses()
         if self.dist.is_main:
+            self._calibrate_eval_model()
             model = self.eval_model
             _set_progress(model, self.iteration / self.iterations)
             was_training = model.training
@@ -418,6 +442,7 @@ class Trainer:
             "run": self.config["name"],
             "iteration": self.iteration,
             "ema": self.ema is not None,
+            **({"bn_recalibrated": CALIBRATION_BATCHES} if self.calibrate_ema else {}),
             "val_psnr": {name: psnr for name, (psnr, _) in self.last_val.items()},
         }
 
@@ -430,6 +455,7 @@ class Trainer:
         """Write ``last.safetensors`` and commit the training state (rank 0), then sync the ranks."""
         self.read_losses()
         if self.dist.is_main:
+            self._calibrate_eval_model()
             self._check_finite()
             save_model(self.run_dir / LAST_FILE, self.eval_model, extra=self._model_extra())
             tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
