@@ -6,9 +6,10 @@ trained, but the running mean and variance of its BatchNorm layers are copied fr
 full-precision network the two are close. For a binary one they need not be: the average of a latent
 weight can have another sign than the latent weight, so the EMA model's binary convolutions are other
 convolutions, and normalising their outputs with the trained network's statistics shifts every
-feature. Measured on the cpu study's x2 ``ma2019`` run at iteration 9000 (Set5): 37.08 dB with the
-trained weights, 34.12 dB with the EMA weights and copied statistics, 37.09 dB with the EMA weights and
-statistics re-estimated here (docs/STUDY.md, session 12).
+feature. Measured on the cpu study's x2 ``ma2019`` run (Set5, ``scripts/ema_batchnorm_check.py``,
+docs/results/ema_batchnorm_check.md): at iteration 7506, 37.01 dB with the trained weights, 34.85 dB
+with the EMA weights and copied statistics, 37.05 dB with the EMA weights and statistics re-estimated
+here; at the end (12000), 37.09, 36.26 and 37.10 dB.
 
 The remedy is stochastic weight averaging's (Izmailov et al., "Averaging Weights Leads to Wider Optima
 and Better Generalization", UAI 2018; ``torch.optim.swa_utils.update_bn``): run the averaged model in
