@@ -14,6 +14,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from binsr.data.io import read_image
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -157,11 +159,13 @@ def test_gpu_data_is_lossless_webp_of_every_image(tmp_path: Path) -> None:
         Image.fromarray(pixels).save(tmp_path / "data" / "Tiny" / f"{name}.png")
     (tmp_path / "data" / "Tiny" / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
+    (out / "Tiny").mkdir(parents=True)
+    (out / "Tiny" / "gray.webp").write_bytes(b"an RGB copy made before gray images were kept gray")
     assert script.convert(tmp_path / "data", out, ["Tiny"], progress=False) > 0
-    assert sorted(p.name for p in (out / "Tiny").iterdir()) == ["gray.webp", "rgb.webp"]
-    for name, pixels in images.items():
-        with Image.open(out / "Tiny" / f"{name}.webp") as decoded:
-            mode = "L" if pixels.ndim == 2 else "RGB"
-            assert np.array_equal(np.asarray(decoded.convert(mode)), pixels)
+    # A gray image stays gray (WebP would read back as RGB, scored on luma): its PNG is copied.
+    assert sorted(p.name for p in (out / "Tiny").iterdir()) == ["gray.png", "rgb.webp"]
+    for path, pixels in zip(["gray.png", "rgb.webp"], [images["gray"], images["rgb"]], strict=True):
+        again = read_image(out / "Tiny" / path)
+        assert again.shape == pixels.shape and np.array_equal(again, pixels)
     with pytest.raises(SystemExit, match="no folder"):
         script.convert(tmp_path / "data", out, ["Missing"], progress=False)
