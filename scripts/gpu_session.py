@@ -22,8 +22,8 @@ Data: the study file and the shipped configs read ``../shared/data`` (relative t
 a machine without it, ``--data DIR`` (T91, BSD200 and the evaluation sets) is linked there. The sets
 that did not fit the upload can be left out with ``--eval-sets`` and scored later, here, by
 ``binsr study studies/cpu.yaml --score-only``. On the lent machine (2026-11-26), with the images as
-lossless WebP in an ignored ``.gpu_data/`` (``python scripts/make_gpu_data.py``) named in ``carry``
-(every call: a call without it deletes it there)::
+lossless WebP (gray ones as they are) in an ignored ``.gpu_data/`` (``python scripts/make_gpu_data.py``)
+named in ``carry`` (every call: a call without it deletes it there)::
 
     export PYTHONPATH=$PWD/src OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
     python scripts/gpu_session.py --out $OUT --data .gpu_data --budget 540 --jobs 13 \
