@@ -46,12 +46,15 @@ CALIBRATION_BATCHES = 32
 
 
 def _batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    """``model``'s BatchNorm layers that keep running statistics."""
+    return [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
 
 
 def has_batchnorm(model: nn.Module) -> bool:
     """Whether ``model`` has a BatchNorm layer that keeps running statistics."""
-    return any(layer.track_running_stats for layer in _batchnorm_layers(model))
+    return bool(_batchnorm_layers(model))
 
 
 def calibration_batches(
@@ -71,7 +74,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> 
     model's train/eval mode are restored afterwards. Returns False (and runs nothing) when the model
     has no BatchNorm layer with running statistics.
     """
-    layers = [layer for layer in _batchnorm_layers(model) if layer.track_running_stats]
+    layers = _batchnorm_layers(model)
     if not layers:
         return False
     device = next(model.parameters()).device
