@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from binsr.errors import BinsrError
+from binsr.models import create_model
 from binsr.train import SCHEMA, apply_overrides, dump_config, load_config, resolve_config
-from binsr.train.config import parse_yaml
+from binsr.train.config import model_kwargs, parse_yaml
 from binsr.train.schedule import learning_rate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -110,6 +111,19 @@ def test_overrides_parse_yaml_values_and_create_sections() -> None:
         apply_overrides(minimal(), ["train.iterations"])
     with pytest.raises(BinsrError, match="config key scale is not a section"):
         apply_overrides(minimal(), ["scale.x=1"])
+
+
+def test_a_null_network_key_reaches_the_model_as_none() -> None:
+    """``attention: null`` means no attention, not the model's default (an ablation trained with the
+    default attention under the name ``att-none`` before this was fixed)."""
+    raw = minimal()
+    raw["network"] = {"name": "ours", "n_feats": 8, "n_blocks": 1, "attention": None, "binary": None}
+    network = resolve_config(raw)["network"]
+    assert model_kwargs(network) == {"n_feats": 8, "n_blocks": 1, "attention": None}
+    with_default = create_model("ours", scale=4, n_feats=8, n_blocks=1)
+    without = create_model("ours", scale=4, **model_kwargs(network))
+    assert any("attention" in name for name, _ in with_default.named_parameters())
+    assert not any("attention" in name for name, _ in without.named_parameters())
 
 
 def test_scientific_notation_is_a_number() -> None:

@@ -370,8 +370,12 @@ def _check_network(network: dict[str, Any]) -> None:
 
 
 def model_kwargs(network: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments for ``create_model`` in a resolved ``network`` section."""
-    return {key: value for key, value in network.items() if key != "name" and value is not None}
+    """The keyword arguments for ``create_model`` in a resolved ``network`` section.
+
+    Every key but ``name`` is passed as written, ``null`` included: ``attention: null`` switches the
+    attention off, it does not fall back to the model's default (``binary: null`` is dropped when the
+    section is checked)."""
+    return {key: value for key, value in network.items() if key != "name"}
 
 
 def _check_consistency(config: dict[str, Any]) -> None:
