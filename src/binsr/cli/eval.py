@@ -19,6 +19,7 @@ import math
 import sys
 from typing import Any
 
+from binsr.cli.common import format_columns
 from binsr.errors import BinsrError
 from binsr.metrics import CONVENTIONS
 
@@ -91,14 +92,7 @@ def format_results(results: list[dict[str, Any]], fmt: str) -> str:
         (r["dataset"], f"x{r['scale']}", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", str(r["images"]))
         for r in results
     ]
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-
-    def line(cells: tuple[str, ...]) -> str:
-        first = cells[0].ljust(widths[0])
-        return "  ".join([first] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)])
-
-    rows = [line(header), line(tuple("-" * w for w in widths))] + [line(row) for row in body]
-    return "\n".join(rows)
+    return format_columns(header, body)
 
 
 def run(args: argparse.Namespace) -> int:
