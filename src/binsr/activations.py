@@ -79,7 +79,10 @@ def binarizer_input_stats(model: nn.Module, inputs: Iterable[Tensor]) -> list[Bi
         if isinstance(module, BinaryConv2d) and module.binary_input
     }
     if not convs:
-        raise BinsrError("the model has no convolution with a binarized input (a full-precision twin?)")
+        raise BinsrError(
+            "the model has no convolution with a binarized input (a full-precision twin, or a packed .binsr "
+            "model: pass its .safetensors checkpoint)"
+        )
     sums = {name: _Accumulator() for name in convs}
     hooks = [
         module.register_forward_pre_hook(lambda mod, args, acc=sums[name]: acc.add(mod.threshold(args[0])))
