@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from binsr.activations import binarizer_input_stats, lr_tensor
+from binsr.activations import binarizer_input_stats
 from binsr.checkpoint import save_model
 from binsr.cli import main
-from binsr.data.io import write_image
+from binsr.data.io import to_rgb_batch, write_image
 from binsr.errors import BinsrError
 from binsr.layers import BinaryConv2d
 from binsr.models import create_model
@@ -55,7 +55,7 @@ def test_a_model_without_binary_inputs_or_without_images_is_refused() -> None:
 
 def test_a_gray_image_becomes_three_equal_channels() -> None:
     gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    x = lr_tensor(gray)
+    x = to_rgb_batch(gray)
     assert x.shape == (1, 3, 3, 4)
     assert torch.equal(x[0, 0], x[0, 2]) and x[0, 1, 2, 3].item() == pytest.approx(11 / 255)
 

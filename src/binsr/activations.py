@@ -21,11 +21,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from binsr.data.io import to_tensor
 from binsr.errors import BinsrError
 from binsr.layers import BinaryConv2d
 
@@ -53,16 +51,11 @@ class _Accumulator:
 
     def add(self, t: Tensor) -> None:
         t = t.detach().double()
+        magnitude = t.abs()
         self.elements += t.numel()
-        self.abs_sum += t.abs().sum().item()
-        self.outside += int((t.abs() > 1).sum().item())
+        self.abs_sum += magnitude.sum().item()
+        self.outside += int((magnitude > 1).sum().item())
         self.positive += int((t >= 0).sum().item())
-
-
-def lr_tensor(lr: np.ndarray) -> Tensor:
-    """A ``uint8`` LR image (``HxWx3``, or gray ``HxW``, replicated to RGB) as a ``1x3xHxW`` float batch."""
-    x = to_tensor(lr)[None]
-    return x.expand(1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
 @torch.no_grad()

@@ -49,7 +49,7 @@ from torch import nn
 from tqdm import tqdm
 
 from binsr.checkpoint import load_model, read_model_header
-from binsr.data.io import to_tensor, to_uint8
+from binsr.data.io import to_rgb_batch, to_uint8
 from binsr.errors import BinsrError
 from binsr.evaluate import UPSCALER_RESOLVERS
 
@@ -218,9 +218,7 @@ def upscale_uint8(
     if lr.dtype != np.uint8 or lr.ndim not in (2, 3) or (lr.ndim == 3 and lr.shape[2] != 3):
         raise ValueError(f"upscale_uint8 expects a uint8 HxW or HxWx3 image, got {lr.dtype} {lr.shape}")
     gray = lr.ndim == 2
-    x = to_tensor(lr)[None]
-    if gray:
-        x = x.expand(1, 3, -1, -1)
+    x = to_rgb_batch(lr)
     out = np.empty((scale * lr.shape[0], scale * lr.shape[1], *lr.shape[2:]), dtype=np.uint8)
 
     def write(top: int, left: int, centre: torch.Tensor) -> None:

@@ -64,8 +64,9 @@ def format_table(name: str, stats: list[BinarizerInputStats]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``binsr activations`` with parsed ``args``; prints the statistics and returns 0."""
-    from binsr.activations import binarizer_input_stats, lr_tensor
+    from binsr.activations import binarizer_input_stats
     from binsr.data.datasets import open_eval_set
+    from binsr.data.io import to_rgb_batch
     from binsr.errors import BinsrError
     from binsr.evaluate import check_scale, image_progress, resolve_upscaler
 
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     def inputs(label: str) -> Iterator[Tensor]:
         for dataset in datasets:
             for sample in image_progress(dataset, label, progress=not args.no_progress):
-                yield lr_tensor(sample.lr)
+                yield to_rgb_batch(sample.lr)
 
     results = {}
     for spec in args.models:

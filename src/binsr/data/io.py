@@ -35,6 +35,7 @@ __all__ = [
     "list_images",
     "modcrop",
     "read_image",
+    "to_rgb_batch",
     "to_tensor",
     "to_uint8",
     "write_image",
@@ -155,6 +156,13 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     if img.ndim != 3:
         raise ValueError(f"to_tensor expects HxW or HxWxC, got shape {img.shape}")
     return torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32)) / 255.0
+
+
+def to_rgb_batch(img: np.ndarray) -> torch.Tensor:
+    """``uint8`` ``HxWx3`` (or gray ``HxW``, replicated to three channels) -> ``float32`` ``[1, 3, H, W]``
+    in ``[0, 1]``: the input of an RGB SR model."""
+    x = to_tensor(img)[None]
+    return x.expand(1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
 def to_uint8(t: torch.Tensor) -> np.ndarray:
