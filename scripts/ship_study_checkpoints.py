@@ -8,7 +8,9 @@ best variant (:func:`binsr.study.report.best_variant`, the one RESULTS.md names)
 default the lowest seed whose binary run and twin are both in ``study.json``) and its twin are copied to
 ``--out`` as ``<track>_x<scale>_ours_<variant>_<bin|fp>_s<seed>.safetensors``,
 and ``index.json`` lists each file with its study record's key and scores (copied from ``study.json``);
-files an earlier index listed and this one does not are removed.
+files an earlier index listed and this one does not are removed. A run trained on another machine (its
+checkpoint is not in the runs folder) is copied from the file an earlier index shipped of it, if any
+(a twin shared by several variants); otherwise nothing is changed and the script exits with 1.
 ``binsr eval --model <file> --scale S --data <set>`` reproduces those scores; tests/test_study_checkpoints.py
 checks it.
 """
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 from binsr.fileio import atomic_write_bytes
@@ -34,6 +35,18 @@ def paired_seed(by_key: dict[tuple, dict], group: tuple, iterations: int) -> int
     return (paired or seeds)[0]
 
 
+def shipped_runs(previous: list[dict], by_key: dict[tuple, dict], out: Path) -> dict[str, Path]:
+    """Run id -> the file an earlier ``index.json`` (``previous``) shipped of that run, so a run whose
+    checkpoint is not in this runs folder (trained on another machine) can be shipped under a new name
+    (a twin shared by several variants, for one)."""
+    runs = {}
+    for entry in previous:
+        record = by_key.get(record_key(entry))
+        if record is not None and record.get("run") and (out / entry["file"]).is_file():
+            runs[str(record["run"])] = out / entry["file"]
+    return runs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("docs/results/study.json"))
@@ -43,7 +56,10 @@ def main() -> int:
     records = load_results(args.results)["runs"]
     by_key = {record_key(r): r for r in records}
     args.out.mkdir(parents=True, exist_ok=True)
-    index = []
+    index_file = args.out / "index.json"
+    previous = json.loads(index_file.read_text(encoding="utf-8")) if index_file.is_file() else []
+    shipped = shipped_runs(previous, by_key, args.out)
+    copies: list[tuple[Path, str, dict]] = []
     for track, scale in sorted({(r["track"], r["scale"]) for r in records}):
         best = best_variant(records, track, scale)
         if best is None:
@@ -58,12 +74,20 @@ def main() -> int:
                 print(f"no seed-{seed} record for {wanted}; skipped")
                 continue
             name = f"{track}_x{scale}_{model}_{variant}_{'bin' if binary else 'fp'}_s{seed}.safetensors"
-            shutil.copyfile(args.results.parent / record["checkpoint"], args.out / name)
-            index.append({"file": name, **{k: record[k] for k in RECORD_FIELDS}, "scores": record["scores"]})
-            scores = ", ".join(f"{k} {v['psnr']:.3f}" for k, v in record["scores"].items())
-            print(f"{name}: {scores}")
-    index_file = args.out / "index.json"
-    previous = json.loads(index_file.read_text(encoding="utf-8")) if index_file.is_file() else []
+            source = args.results.parent / record["checkpoint"]
+            if not source.is_file():  # trained elsewhere: an earlier index may have shipped the same run
+                source = shipped.get(str(record.get("run")), source)
+            if not source.is_file():
+                print(f"error: {name}: {source} is not here (trained on another machine); nothing changed")
+                return 1
+            copies.append((source, name, record))
+    index = []
+    for source, name, record in copies:
+        if source.resolve() != (args.out / name).resolve():
+            atomic_write_bytes(args.out / name, source.read_bytes())
+        index.append({"file": name, **{k: record[k] for k in RECORD_FIELDS}, "scores": record["scores"]})
+        scores = ", ".join(f"{k} {v['psnr']:.3f}" for k, v in record["scores"].items())
+        print(f"{name}: {scores}")
     text = json.dumps(index, indent=1) + "\n"
     atomic_write_bytes(index_file, text.encode("utf-8"))
     for stale in {entry["file"] for entry in previous} - {entry["file"] for entry in index}:
