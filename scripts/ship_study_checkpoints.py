@@ -24,7 +24,7 @@ from pathlib import Path
 from binsr.fileio import atomic_write_bytes
 from binsr.study import load_results
 from binsr.study.report import best_variant
-from binsr.study.runner import RECORD_FIELDS, record_key
+from binsr.study.runner import RECORD_FIELDS, SHIPPED_INDEX, record_key, shipped_runs
 
 
 def paired_seed(by_key: dict[tuple, dict], group: tuple, iterations: int) -> int:
@@ -33,18 +33,6 @@ def paired_seed(by_key: dict[tuple, dict], group: tuple, iterations: int) -> int
     seeds = sorted({key[5] for key in by_key if key[:4] == group and key[6] == iterations})
     paired = [s for s in seeds if all((*group, b, s, iterations) in by_key for b in (True, False))]
     return (paired or seeds)[0]
-
-
-def shipped_runs(previous: list[dict], by_key: dict[tuple, dict], out: Path) -> dict[str, Path]:
-    """Run id -> the file an earlier ``index.json`` (``previous``) shipped of that run, so a run whose
-    checkpoint is not in this runs folder (trained on another machine) can be shipped under a new name
-    (a twin shared by several variants, for one)."""
-    runs = {}
-    for entry in previous:
-        record = by_key.get(record_key(entry))
-        if record is not None and record.get("run") and (out / entry["file"]).is_file():
-            runs[str(record["run"])] = out / entry["file"]
-    return runs
 
 
 def main() -> int:
@@ -56,7 +44,7 @@ def main() -> int:
     records = load_results(args.results)["runs"]
     by_key = {record_key(r): r for r in records}
     args.out.mkdir(parents=True, exist_ok=True)
-    index_file = args.out / "index.json"
+    index_file = args.out / SHIPPED_INDEX
     previous = json.loads(index_file.read_text(encoding="utf-8")) if index_file.is_file() else []
     shipped = shipped_runs(previous, by_key, args.out)
     copies: list[tuple[Path, str, dict]] = []

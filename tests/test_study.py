@@ -43,6 +43,7 @@ from binsr.study.report import (
 )
 from binsr.study.runner import (
     DONE_FILE,
+    RECORD_FIELDS,
     keep_runs,
     recorded_run_ids,
     restore_kept_runs,
@@ -492,6 +493,34 @@ def test_a_fresh_clone_goes_on_from_study_json_and_the_kept_folder(images: Path,
     assert "3 runs selected, 0 done, 1 recorded (finished elsewhere), 2 to run" in log.getvalue()
     assert f"training {twin.run_id}" in log.getvalue() and f"training {base.run_id}" not in log.getvalue()
     assert restore_kept_runs(fresh, fresh.runs) == []  # its kept folder is empty
+
+    # a teacher whose checkpoint is shipped (scripts/ship_study_checkpoints.py's index.json) is restored
+    # from it; an index entry whose scores are not the record's (a stale file) is not used
+    records = load_results(tmp_path / "clone1" / "results" / "study.json")["runs"]
+    twin_record = next(r for r in records if r["run"] == twin.run_id)
+    entry = {"file": "twin.safetensors", **{k: twin_record[k] for k in RECORD_FIELDS}}
+    for name, scores, restored in (("clone4", twin_record["scores"], True), ("clone5", {"Set5": {}}, False)):
+        clone = tmp_path / name
+        shutil.copytree(tmp_path / "clone1", clone, ignore=shutil.ignore_patterns("runs", "kept"))
+        raw["output"]["shipped"] = "shipped"
+        (clone / "study.yaml").write_text(json.dumps(raw))
+        (clone / "shipped").mkdir()
+        shutil.copy(study.run_dir(twin) / "last.safetensors", clone / "shipped" / "twin.safetensors")
+        (clone / "shipped" / "index.json").write_text(json.dumps([{**entry, "scores": scores}]))
+        fresh = load_study(clone / "study.yaml")
+        log = io.StringIO()
+        assert run_study(fresh, progress=False, out=log) == 0
+        assert ("restored 1 recorded runs from the checkpoints shipped" in log.getvalue()) == restored
+        assert (f"training {twin.run_id}" in log.getvalue()) != restored
+        if restored:
+            assert "3 runs selected, 1 done, 1 recorded (finished elsewhere), 1 to run" in log.getvalue()
+            done = json.loads((fresh.run_dir(twin) / DONE_FILE).read_text())
+            assert done["shipped"] == str(clone / "shipped" / "twin.safetensors")
+            again = [r for r in load_results(fresh.results)["runs"] if r["run"] == twin.run_id]
+            assert again == [r for r in records if r["run"] == twin.run_id]  # rebuilt as they were
+            (fresh.run_dir(distilled) / DONE_FILE).unlink()  # unfinished again: it needs the teacher
+            changes = keep_runs(fresh)
+            assert changes["finished"] == [] and changes["partial"] == [distilled.run_id]  # shipped already
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -1079,6 +1108,7 @@ def test_report_from_study_json(tmp_path: Path) -> None:
             r"length_factor names scales not in scales: \[3\]",
         ),
         (lambda raw: raw["tracks"]["smoke"].update(length_factor={4: 0}), "map scales to integers >= 1"),
+        (lambda raw: raw.update(output={"shipped": 3}), "output.shipped must be a folder"),
     ],
 )
 def test_bad_study_file_is_one_line_error(images: Path, tmp_path: Path, change: Any, message: str) -> None:

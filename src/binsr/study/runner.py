@@ -9,7 +9,8 @@ studies and tracks already in the file are kept; a record with the same key is r
 
 The runs folder is scratch space, so a fresh clone has only ``study.json`` and the study's ``kept``
 folder (tracked). A run recorded in ``study.json`` under its id is *recorded*: it is not trained
-again unless a run still to train needs its checkpoint (a teacher) and neither folder has it.
+again unless a run still to train needs its checkpoint (a teacher) and neither folder has it nor the
+study's shipped checkpoints (:func:`restore_shipped_runs`).
 ``binsr study STUDY --keep`` (:func:`keep_runs`) copies into the kept folder what must survive the
 runs folder (the final checkpoints of finished runs that unfinished ones need, the training state of
 partial runs), and every run of the study starts from its kept copy when that is further along
@@ -54,15 +55,19 @@ __all__ = [
     "record_of",
     "recorded_run_ids",
     "restore_kept_runs",
+    "restore_shipped_runs",
     "run_status",
     "run_study",
     "score_checkpoint",
     "select_runs",
+    "shipped_runs",
     "sync_results",
 ]
 
 DONE_FILE = "done.json"
 DONE_FORMAT = "binsr-study-run"
+SHIPPED_INDEX = "index.json"
+"""The list of the checkpoints a shipped folder holds (written by ``scripts/ship_study_checkpoints.py``)."""
 CURVE_POINTS = 200
 """At most this many training-loss points per run are kept in ``study.json`` (validation rows all kept)."""
 
@@ -208,11 +213,91 @@ def restore_kept_runs(study: Study, runs: Iterable[StudyRun]) -> list[str]:
     return restored
 
 
+def shipped_runs(
+    index: list[dict[str, Any]], by_key: dict[tuple, dict[str, Any]], folder: Path
+) -> dict[str, Path]:
+    """Run id -> the file of ``folder`` that ``index`` (its ``index.json``) ships of that run.
+
+    An entry answers for the run of the ``study.json`` record (``by_key``, records by :func:`record_key`)
+    with its key when its file is in ``folder`` and its scores are the record's (scores that differ mean
+    the grid point was trained again since, so the file is not that run's checkpoint)."""
+    runs = {}
+    for entry in index:
+        record = by_key.get(record_key(entry))
+        name = str(entry.get("file", ""))
+        if (
+            record is None
+            or not record.get("run")
+            or Path(name).name != name
+            or not (folder / name).is_file()
+        ):
+            continue
+        if all(
+            record["scores"].get(set_name) == score for set_name, score in entry.get("scores", {}).items()
+        ):
+            runs[str(record["run"])] = folder / name
+    return runs
+
+
+def restore_shipped_runs(study: Study, runs: Iterable[StudyRun]) -> list[str]:
+    """Restore from the study's shipped folder each recorded run that one of ``runs`` still to finish
+    needs (a teacher, an initialisation) and that is in neither the runs nor the kept folder; returns
+    their ids.
+
+    A restored run's folder gets the shipped file as its final checkpoint and a ``done.json`` rebuilt
+    from its ``study.json`` record (``shipped``: the file it came from), so it serves without being
+    trained again and its records stay as they were."""
+    from binsr.train import LAST_FILE
+
+    index_file = study.shipped_dir / SHIPPED_INDEX if study.shipped_dir is not None else None
+    if index_file is None or not index_file.is_file() or not study.results.is_file():
+        return []
+    index = _read_json(index_file)
+    if not isinstance(index, list) or not all(isinstance(entry, dict) for entry in index):
+        raise BinsrError(f"{index_file} is not a list of shipped checkpoints")
+    records = load_results(study.results)["runs"]
+    shipped = shipped_runs(index, {record_key(r): r for r in records}, index_file.parent)
+    recorded = recorded_run_ids(study)
+    by_id = study.by_id()
+    needed = dict.fromkeys(
+        run.needs for run in runs if run.needs is not None and read_done(study, run) is None
+    )
+    restored = []
+    for run_id in needed:
+        run = by_id[run_id]
+        if run_id not in shipped or run_status(study, run, recorded)[0] != "recorded":
+            continue
+        record = next(r for r in records if r.get("run") == run_id)
+        target = study.run_dir(run)
+        done = {
+            "format": DONE_FORMAT,
+            "run": run_id,
+            "kind": run.kind,
+            "labels": run.labels,
+            "iterations": run.iterations,
+            "train_seconds": record["train_seconds"],
+            "device": record.get("device"),
+            "shipped": str(shipped[run_id]),
+            "checkpoint": str(target / LAST_FILE),
+            "ops": record["ops"],
+            "params": record["params"],
+            "scores": record["scores"],
+            **({SELF_ENSEMBLE: record[SELF_ENSEMBLE]} if SELF_ENSEMBLE in record else {}),
+            "curve": record["curve"],
+        }
+        target.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target / LAST_FILE, shipped[run_id].read_bytes())
+        atomic_write_bytes(target / DONE_FILE, json.dumps(done, indent=1).encode("utf-8"))
+        restored.append(run_id)
+    return restored
+
+
 def keep_runs(study: Study) -> dict[str, list[str]]:
     """Bring the study's kept folder up to date with its runs folder; returns the ids by what was done.
 
     ``finished``: a finished run that a run not yet finished (nor recorded) needs keeps its final
-    checkpoint and record; ``partial``: a run stopped part-way keeps its training state when it is
+    checkpoint and record, unless it was restored from the shipped folder (which keeps it already);
+    ``partial``: a run stopped part-way keeps its training state when it is
     further along than the kept one; ``dropped``: a kept run that is now finished and needed by no
     unfinished run is removed (its record in ``study.json`` remains)."""
     if study.kept_dir is None:
@@ -225,7 +310,7 @@ def keep_runs(study: Study) -> dict[str, list[str]]:
         source, kept = study.run_dir(run), study.kept_dir / run.run_id
         if (source / DONE_FILE).is_file():
             if run.run_id in needed:
-                if not (kept / DONE_FILE).is_file():
+                if not (kept / DONE_FILE).is_file() and "shipped" not in (read_done(study, run) or {}):
                     _replace_kept(source, kept, _finished_files())
                     changes["finished"].append(run.run_id)
             elif kept.is_dir():
@@ -592,7 +677,10 @@ def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO) -> None:
         for label in run.labels:
             out.write(f"{'':25s}{label}\n")
     out.write(f"{len(runs)} runs; runs folder {study.runs_dir}; results {study.results}\n")
-    out.write("(recorded: finished elsewhere, its record in study.json; trained again only as a teacher)\n")
+    out.write(
+        "(recorded: finished elsewhere, its record in study.json; trained again only as a teacher"
+        " whose checkpoint is not shipped)\n"
+    )
     for track, iterations in left.items():
         seconds = study.tracks[track]["seconds_per_iteration"]
         estimate = (
@@ -645,6 +733,11 @@ def run_study(
     restored = restore_kept_runs(study, selected)
     if restored:
         out.write(f"restored {len(restored)} kept runs from {study.kept_dir}\n")
+    shipped = restore_shipped_runs(study, selected)
+    if shipped:
+        out.write(
+            f"restored {len(shipped)} recorded runs from the checkpoints shipped in {study.shipped_dir}\n"
+        )
     recalibrate_finished(study, selected, out)
     complete_scores(study, selected, out)
     if self_ensemble:  # the runs asked for only: 8 passes per image is too dear for their teachers too

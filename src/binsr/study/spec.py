@@ -32,7 +32,8 @@ A study file is YAML (relative paths are taken from the file's folder)::
     distill: {output_weight: 1.0, feature_weight: 0.1, features: ["body.*"]}
     eval: {sets: {Set5: ..., Set14: ..., BSD100: ...}, convention: matlab, input_size: [320, 180]}
     output: {runs: ../runs/study, results: ../docs/results/study.json, report: ../docs/RESULTS.md,
-             kept: ../docs/results/kept_runs}  # optional: a tracked folder that keeps runs across clones
+             kept: ../docs/results/kept_runs,     # optional: a tracked folder that keeps runs across clones
+             shipped: ../docs/results/checkpoints}  # optional: checkpoints shipped with an index.json
 
 Expansion (:func:`load_study`): every (track, scale, seed, model, variant) gives a *binary* run (or a
 full-precision one for a model without a ``binary`` switch), for the seeds of the variant (its own
@@ -60,7 +61,10 @@ The runs folder is scratch space (not under version control), so what a fresh cl
 lives elsewhere: the *records* of finished runs in ``study.json`` (a recorded run is not trained
 again), and, in the optional ``output.kept`` folder (tracked), the runs it is worth carrying whole:
 the final checkpoints of finished runs that others need (teachers, initialisations) and the training
-state of runs stopped part-way (``binsr study STUDY --keep``; :mod:`binsr.study.runner`).
+state of runs stopped part-way (``binsr study STUDY --keep``; :mod:`binsr.study.runner`). A recorded
+run that a run to train needs is also restored from the optional ``output.shipped`` folder (the
+checkpoints ``scripts/ship_study_checkpoints.py`` ships, listed in its ``index.json``) when that ships
+its final checkpoint, instead of being trained again.
 """
 
 from __future__ import annotations
@@ -108,8 +112,8 @@ DEFAULT_OUTPUT = {
     "results": "../docs/results/study.json",
     "report": "../docs/RESULTS.md",
 }
-OUTPUT_KEYS = (*DEFAULT_OUTPUT, "kept")
-"""Keys of a study's ``output`` section (``kept`` has no default: no kept folder)."""
+OUTPUT_KEYS = (*DEFAULT_OUTPUT, "kept", "shipped")
+"""Keys of a study's ``output`` section (``kept`` and ``shipped`` have no default: no such folder)."""
 DEFAULT_INPUT = (320, 180)
 
 KIND_PHASE = {"fp": 0, "twin": 0, "binary": 1, "init-twin": 1, "distill": 2, "init": 2, "plateau": 3}
@@ -195,6 +199,7 @@ class Study:
     results: Path
     report: Path
     kept_dir: Path | None = None
+    shipped_dir: Path | None = None
 
     def run_dir(self, run: StudyRun | str) -> Path:
         """The folder of ``run`` (a run or its id)."""
@@ -393,9 +398,10 @@ def parse_study(raw: Any, path: str | Path, results_dir: str | Path | None = Non
 
     output = _mapping(top.get("output"), "output")
     _only_keys(output, OUTPUT_KEYS, "output")
-    kept = output.get("kept")
-    if kept is not None and not (isinstance(kept, str) and kept):
-        raise BinsrError(f"study key output.kept must be a folder, got {kept!r}")
+    kept, shipped = output.get("kept"), output.get("shipped")
+    for key, folder in (("kept", kept), ("shipped", shipped)):
+        if folder is not None and not (isinstance(folder, str) and folder):
+            raise BinsrError(f"study key output.{key} must be a folder, got {folder!r}")
     if results_dir is not None:
         root = Path(results_dir).expanduser().resolve()
         paths = {
@@ -421,6 +427,7 @@ def parse_study(raw: Any, path: str | Path, results_dir: str | Path | None = Non
         results=paths["results"],
         report=paths["report"],
         kept_dir=(base_dir / Path(kept).expanduser()).resolve() if kept else None,
+        shipped_dir=(base_dir / Path(shipped).expanduser()).resolve() if shipped else None,
     )
     study.runs = _expand(study, base, tracks, models, scales, seeds, twins, plateau, distill, base_dir)
     return study
