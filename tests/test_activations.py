@@ -34,6 +34,27 @@ def test_statistics_match_a_direct_computation() -> None:
     assert stats.outside_unit == pytest.approx((t.abs() > 1).double().mean().item())
     assert stats.positive == pytest.approx((t >= 0).double().mean().item())
     assert stats.threshold_mean_abs == pytest.approx((0.5 + 0.25 + 2.0) / 3)
+    per_filter = conv.weight.detach().abs().flatten(1).mean(1)  # XNOR (the default): α_o = mean|W_o|
+    assert stats.weight_scale_min == pytest.approx(per_filter.min().item())
+    assert stats.weight_scale_max == pytest.approx(per_filter.max().item())
+
+
+def test_libra_pb_weight_scales_are_powers_of_two() -> None:
+    """IR-Net's Libra-PB scales each filter by ``2^round(log2 mean|Ŵ|)`` of the standardised filter,
+    whatever the latent weights' magnitude; the learnable scales of Ma et al. 2019 start at mean|W_o|."""
+    torch.manual_seed(0)
+    for binarizer, expected in (("libra_pb", {0.5, 1.0}), ("ma2019", None)):
+        conv = BinaryConv2d(8, 16, 3, weight_binarizer=binarizer)
+        with torch.no_grad():
+            conv.weight.mul_(0.01)
+        (stats,) = binarizer_input_stats(nn.Sequential(conv), [torch.randn(1, 8, 6, 6)])
+        if expected is None:
+            per_filter = conv.weight.detach().abs().flatten(1).mean(1)
+            assert (stats.weight_scale_min, stats.weight_scale_max) == pytest.approx(
+                (per_filter.min().item(), per_filter.max().item())
+            )
+        else:
+            assert {stats.weight_scale_min, stats.weight_scale_max} <= expected
 
 
 def test_no_threshold_reports_none_and_the_training_mode_is_restored() -> None:
@@ -85,7 +106,15 @@ def test_cli_reports_every_binary_convolution_over_a_folder(tmp_path: Path, caps
 
     code = main(["activations", checkpoint, "--scale", "2", "--data", str(data)])
     table, _ = capsys.readouterr()
-    assert code == 0 and table.splitlines()[1].split() == ["layer", "mean|t|", "|t|>1", "+1", "mean|b|"]
+    assert code == 0 and table.splitlines()[1].split() == [
+        "layer",
+        "mean|t|",
+        "|t|>1",
+        "+1",
+        "mean|b|",
+        "|Wb|min",
+        "|Wb|max",
+    ]
     assert table.splitlines()[-1].startswith("mean")
 
 

@@ -13,6 +13,11 @@ per binary-input convolution:
 
 A threshold ``b`` can move the sign only where ``|b|`` is comparable to ``|t|``: when ``mean_abs`` is far
 above the thresholds' scale, the learnable threshold (ReActNet's RSign, Liu et al. 2020) does nothing.
+
+Beside them, the magnitude the binary weights carry: per output filter ``o``, ``mean |W_b[o]|`` of the
+weight the convolution uses (``α_o`` for ``α ⊙ sign(W)``: learned by Ma et al. 2019, ``mean|W_o|`` for
+XNOR, a power of two of the standardised filter for IR-Net's Libra-PB), reported as its smallest and
+largest value over the filters (``weight_scale_min`` / ``weight_scale_max``).
 ``binsr activations`` prints these statistics (see :mod:`binsr.cli.activations`).
 """
 
@@ -38,6 +43,8 @@ class BinarizerInputStats:
     outside_unit: float
     positive: float
     threshold_mean_abs: float | None
+    weight_scale_min: float | None
+    weight_scale_max: float | None
 
 
 class _Accumulator:
@@ -97,6 +104,7 @@ def binarizer_input_stats(model: nn.Module, inputs: Iterable[Tensor]) -> list[Bi
 
 def _stats(name: str, conv: BinaryConv2d, acc: _Accumulator) -> BinarizerInputStats:
     bias = getattr(conv.threshold, "bias", None)
+    scales = conv.effective_weight().detach().abs().flatten(1).mean(1) if conv.binary_weight else None
     return BinarizerInputStats(
         layer=name,
         elements=acc.elements,
@@ -104,4 +112,6 @@ def _stats(name: str, conv: BinaryConv2d, acc: _Accumulator) -> BinarizerInputSt
         outside_unit=acc.outside / acc.elements,
         positive=acc.positive / acc.elements,
         threshold_mean_abs=None if bias is None else bias.detach().abs().mean().item(),
+        weight_scale_min=None if scales is None else scales.min().item(),
+        weight_scale_max=None if scales is None else scales.max().item(),
     )

@@ -7,8 +7,9 @@ Example::
 For every model (a checkpoint or a shipped model name, as ``binsr eval --model``) and every convolution
 with a binarized input, over the LR images of the ``--data`` folders (made as in evaluation): ``mean|t|``
 of the binarizer input ``t = x + b``, the share with ``|t| > 1`` (no gradient there through the clipped
-surrogates; the plain STE passes it) and the share binarized to ``+1``, and the thresholds' ``mean|b|``
-(:mod:`binsr.activations`). ``--format json`` prints one JSON object.
+surrogates; the plain STE passes it) and the share binarized to ``+1``, the thresholds' ``mean|b|``,
+and the smallest and largest per-filter ``mean|W_b|`` of the binary weights (:mod:`binsr.activations`).
+``--format json`` prints one JSON object.
 """
 
 from __future__ import annotations
@@ -42,11 +43,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def format_table(name: str, stats: list[BinarizerInputStats]) -> str:
     """One model's statistics as an aligned text table headed by ``name``, with a mean row."""
-    header = ("layer", "mean|t|", "|t|>1", "+1", "mean|b|")
+    header = ("layer", "mean|t|", "|t|>1", "+1", "mean|b|", "|Wb|min", "|Wb|max")
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
 
     def cells(row: BinarizerInputStats) -> tuple[str, ...]:
-        threshold = "-" if row.threshold_mean_abs is None else f"{row.threshold_mean_abs:.3f}"
-        return (row.layer, f"{row.mean_abs:.3f}", f"{row.outside_unit:.3f}", f"{row.positive:.3f}", threshold)
+        return (
+            row.layer,
+            f"{row.mean_abs:.3f}",
+            f"{row.outside_unit:.3f}",
+            f"{row.positive:.3f}",
+            number(row.threshold_mean_abs),
+            number(row.weight_scale_min),
+            number(row.weight_scale_max),
+        )
 
     body = [cells(row) for row in stats]
     count = len(stats)
@@ -56,6 +67,8 @@ def format_table(name: str, stats: list[BinarizerInputStats]) -> str:
             f"{sum(r.mean_abs for r in stats) / count:.3f}",
             f"{sum(r.outside_unit for r in stats) / count:.3f}",
             f"{sum(r.positive for r in stats) / count:.3f}",
+            "",
+            "",
             "",
         )
     )
