@@ -774,6 +774,8 @@ def test_best_variant_is_judged_at_the_longest_budget() -> None:
     records[-1]["seed"] = 1
     lines = _best_ours(records, _groups(records), "cpu", 2, ["Set5"])
     assert lines[-1].startswith("Against `bbcu_l` on the same budget (seed 0): +0.100 dB PSNR")
+    # the ceiling of that margin: the twin (37.15) against bbcu_l's binary run (36.95)
+    assert lines[-1].endswith("(its twin's margin, what a lossless binary `base` would have: +0.200 dB).")
 
 
 def test_best_variant_says_whether_its_twin_has_plateaued() -> None:

@@ -520,19 +520,33 @@ def _best_ours(
     reference = [r for r in bbcu if r["seed"] in common]  # the same seeds on both sides
     chosen = [r for r in groups[key] if r["seed"] in common]
     if reference:
-        diffs = []
-        for name in sets:
-            ours, ref = _scores(chosen, name, "psnr"), _scores(reference, name, "psnr")
-            if ours and ref:
-                diffs.append(statistics.fmean(ours) - statistics.fmean(ref))
-        if diffs:
+        margin = _mean_difference(chosen, reference, sets)
+        if margin is not None:
             interval = _interval_of(chosen, reference, sets)
             bracket = f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""
+            ceiling = _mean_difference([r for r in twin if r["seed"] in common], reference, sets)
+            lossless = (
+                f" (its twin's margin, what a lossless binary `{variant}` would have: {ceiling:+.3f} dB)"
+                if ceiling is not None
+                else ""
+            )
             lines.append(
                 f"Against `bbcu_l` on the same budget ({_seeds(reference)}): "
-                f"{statistics.fmean(diffs):+.3f} dB{bracket} PSNR on average over the sets."
+                f"{margin:+.3f} dB{bracket} PSNR on average over the sets{lossless}."
             )
     return lines
+
+
+def _mean_difference(
+    first: Sequence[dict[str, Any]], second: Sequence[dict[str, Any]], sets: Sequence[str]
+) -> float | None:
+    """Mean over ``sets`` (those both score) of the difference of the two groups' mean PSNR."""
+    diffs = []
+    for name in sets:
+        mine, theirs = _scores(first, name, "psnr"), _scores(second, name, "psnr")
+        if mine and theirs:
+            diffs.append(statistics.fmean(mine) - statistics.fmean(theirs))
+    return statistics.fmean(diffs) if diffs else None
 
 
 def _competitor_coverage(
