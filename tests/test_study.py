@@ -45,6 +45,7 @@ from binsr.study.runner import (
     DONE_FILE,
     RECORD_FIELDS,
     keep_runs,
+    print_plan,
     recorded_run_ids,
     restore_kept_runs,
     run_status,
@@ -317,6 +318,46 @@ def test_init_twin_binarizes_the_trained_twin_and_retrains_it_as_its_own_twin(
     run_study(study, dry_run=True, only=["*/x4/ours/spatial-init/*/s0/*"], out=log)
     assert f"{lone.run_id} [twin: ours, 30 it]" in log.getvalue()
     assert f"<- from {lone.run_id}" in log.getvalue()
+
+
+def test_dry_run_estimates_hours_from_the_runs_recorded_on_the_same_device(
+    images: Path, tmp_path: Path
+) -> None:
+    """The hours left come from the median seconds per iteration of the recorded runs of each kind on
+    the device the study will train on (a run shared by several records counts once); kinds never
+    recorded there fall back to the track's ``seconds_per_iteration``."""
+    raw = grid_raw(images)
+    study = parse_study(raw, tmp_path / "grid.yaml", tmp_path / "out")
+    here, elsewhere = "CPU Test (2 cores, 2 torch threads)", "NVIDIA Test"
+
+    def record(run: str, kind: str, device: str, seconds_per_iteration: float) -> dict[str, Any]:
+        return {
+            "model": "ours", "variant": "base", "binary": kind != "twin", "track": "smoke", "scale": 2,
+            "seed": 0, "iterations": 100, "checkpoint": "x", "ops": 1, "params": 1, "scores": {},
+            "run": run, "kind": kind, "device": device, "train_seconds": 100 * seconds_per_iteration,
+        }  # fmt: skip
+
+    records = [
+        record("old/a", "twin", here, 50.0),
+        record("old/a", "twin", here, 50.0),  # the same run under a second label
+        record("old/b", "twin", here, 90.0),
+        record("old/c", "binary", elsewhere, 1.0),
+    ]
+    study.results.parent.mkdir(parents=True)
+    study.results.write_text(json.dumps({"runs": records}), encoding="utf-8")
+    log = io.StringIO()
+    print_plan(study, study.runs, log, here)
+    twin_iterations = sum(run.iterations for run in study.runs if run.kind == "twin")
+    other_iterations = sum(run.iterations for run in study.runs if run.kind != "twin")
+    assert twin_iterations and other_iterations
+    assert f"{twin_iterations * 70.0 / 3600:.1f} h at the s/it recorded on {here} (twin 70)" in log.getvalue()
+    assert "binary 1" not in log.getvalue()
+    # no run recorded on the device: the file's rate for all
+    study.tracks["smoke"]["seconds_per_iteration"] = 360.0
+    log = io.StringIO()
+    print_plan(study, study.runs, log, "CPU Other (2 cores, 1 torch threads)")
+    total = (twin_iterations + other_iterations) * 360.0 / 3600
+    assert f"iterations left ≈ {total:.1f} h at the file's 360.0 s/it for one worker" in log.getvalue()
 
 
 def test_architecture_digest_does_not_depend_on_the_torch_version(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,7 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(labels: track/xS/model/variant/bin|fp/sSEED/iITERATIONS; repeatable; teachers are added)",
     )
     parser.add_argument(
-        "--dry-run", action="store_true", help="list the runs, their status and the work left"
+        "--dry-run",
+        action="store_true",
+        help="list the runs, their status and the work left (hours at the rates recorded on the device "
+        "that --device/--threads/--jobs choose)",
     )
     parser.add_argument(
         "--results",

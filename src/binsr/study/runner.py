@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -414,8 +415,9 @@ def read_curve(run_dir: Path) -> dict[str, Any]:
     return curve
 
 
-def device_name(device: str | None) -> str:
-    """What a run trains on, for the record: the GPU's name, or the CPU's model and the torch threads."""
+def device_name(device: str | None, threads: int | None = None) -> str:
+    """What a run trains on, for the record: the GPU's name, or the CPU's model and the torch threads
+    (``threads``, default torch's present count)."""
     import torch
 
     if device == "cuda" or (device is None and torch.cuda.is_available()):
@@ -426,7 +428,7 @@ def device_name(device: str | None) -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return f"CPU {model} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    return f"CPU {model} ({os.cpu_count()} cores, {threads or torch.get_num_threads()} torch threads)"
 
 
 def execute_run(
@@ -663,17 +665,47 @@ def _describe(run: StudyRun) -> str:
     return f"{run.run_id} [{run.kind}: {first.model}/{first.variant}{more}, {run.iterations} it]"
 
 
-def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO) -> None:
-    """The ``--dry-run`` listing: every selected run, its status and the remaining work."""
+def measured_seconds_per_iteration(study: Study, device: str) -> dict[str, float]:
+    """Median training seconds per iteration of the runs recorded in ``study.json`` on ``device`` (a
+    :func:`device_name` description), by run kind (``twin``, ``binary``, ``distill``, ``plateau``); a
+    run shared by several records counts once."""
+    per_run: dict[str, tuple[str, float]] = {}
+    records = load_results(study.results)["runs"] if study.results.is_file() else []
+    for record in records:
+        if record.get("device") == device and record.get("train_seconds") and record.get("iterations"):
+            seconds = float(record["train_seconds"]) / int(record["iterations"])
+            per_run[record.get("run") or str(len(per_run))] = (record.get("kind", ""), seconds)
+    by_kind: dict[str, list[float]] = {}
+    for kind, seconds in per_run.values():
+        by_kind.setdefault(kind, []).append(seconds)
+    return {kind: statistics.median(values) for kind, values in by_kind.items()}
+
+
+def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO, device: str | None = None) -> None:
+    """The ``--dry-run`` listing: every selected run, its status and the remaining work.
+
+    The hours left are the remaining iterations of each run at the median seconds per iteration of the
+    recorded runs of its kind on ``device`` (:func:`measured_seconds_per_iteration`, a
+    :func:`device_name` description); where none was recorded there, at the track's
+    ``seconds_per_iteration``."""
     runs = list(runs)
     recorded = recorded_run_ids(study)
+    measured = measured_seconds_per_iteration(study, device) if device else {}
     left: dict[str, int] = {}
+    measured_hours: dict[str, float] = {}
+    unmeasured: dict[str, int] = {}  # iterations of the kinds never recorded on ``device``
     for run in runs:
         status, iteration = run_status(study, run, recorded)
         track = run.run_id.split("/")[0]
-        left[track] = left.get(track, 0) + run.iterations - iteration
+        remaining = run.iterations - iteration
+        left[track] = left.get(track, 0) + remaining
+        rate = measured.get(run.kind)
+        if rate:
+            measured_hours[track] = measured_hours.get(track, 0.0) + remaining * rate / 3600
+        else:
+            unmeasured[track] = unmeasured.get(track, 0) + remaining
         needs = f" <- {'teacher' if run.teacher else 'from'} {run.needs}" if run.needs else ""
-        out.write(f"{status:8s} {iteration:>7d}/{run.iterations:<7d} {_describe(run)}{needs}\n")
+        out.write(f"{status:8s} {iteration:>7d}/{remaining + iteration:<7d} {_describe(run)}{needs}\n")
         for label in run.labels:
             out.write(f"{'':25s}{label}\n")
     out.write(f"{len(runs)} runs; runs folder {study.runs_dir}; results {study.results}\n")
@@ -683,11 +715,13 @@ def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO) -> None:
     )
     for track, iterations in left.items():
         seconds = study.tracks[track]["seconds_per_iteration"]
-        estimate = (
-            f" ≈ {iterations * seconds / 3600:.1f} h of one worker at {seconds} s/it (divide by --jobs)"
-            if seconds
-            else ""
-        )
+        parts = []
+        if measured_hours.get(track):
+            rates = ", ".join(f"{kind} {rate:.3g}" for kind, rate in sorted(measured.items()))
+            parts.append(f"{measured_hours[track]:.1f} h at the s/it recorded on {device} ({rates})")
+        if unmeasured.get(track) and seconds:
+            parts.append(f"{unmeasured[track] * seconds / 3600:.1f} h at the file's {seconds} s/it")
+        estimate = f" ≈ {' + '.join(parts)} for one worker (divide by --jobs)" if parts else ""
         out.write(f"track {track}: {iterations} iterations left{estimate}\n")
 
 
@@ -728,7 +762,13 @@ def run_study(
         raise BinsrError("--self-ensemble scores finished runs: use it with --score-only")
     selected = select_runs(study, only)
     if dry_run:
-        print_plan(study, selected, out)
+        import torch
+
+        cores_per_job = threads or (None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs))
+        planned_on = (
+            None if device == "cuda" and not torch.cuda.is_available() else device_name(device, cores_per_job)
+        )
+        print_plan(study, selected, out, planned_on)
         return 0
     restored = restore_kept_runs(study, selected)
     if restored:

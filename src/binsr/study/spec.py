@@ -11,7 +11,7 @@ A study file is YAML (relative paths are taken from the file's folder)::
         network: {n_feats: 32, n_blocks: 4}   # create_model kwargs for every model of the track
         config: {train: {iterations: 20000}}  # deep-merged over base (optional)
         length_factor: {4: 2}                 # optional: x4 runs train 2x as long (same schedule shape)
-        seconds_per_iteration: 1.2            # optional: --dry-run prints estimated hours
+        seconds_per_iteration: 1.2            # optional: --dry-run's rate where none was recorded
     models:
       bbcu_l: {}                        # runs with one variant, "base"
       ours:
