@@ -528,11 +528,21 @@ def test_a_fresh_clone_goes_on_from_study_json_and_the_kept_folder(images: Path,
     # without a kept teacher, a recorded teacher is retrained for the run that needs it
     third = tmp_path / "clone3"
     shutil.copytree(tmp_path / "clone1", third, ignore=shutil.ignore_patterns("runs", "kept"))
+    # the twin once answered a variant the grid has since dropped: retrained, it answers with new scores
+    data = load_results(third / "results" / "study.json")
+    old_twin = next(r for r in data["runs"] if r["run"] == twin.run_id)
+    data["runs"].append({**old_twin, "variant": "dropped", "scores": {"Set5": {"psnr": 1.0, "ssim": 0.1}}})
+    (third / "results" / "study.json").write_text(json.dumps(data))
     fresh = load_study(third / "study.yaml")
     log = io.StringIO()
     assert run_study(fresh, progress=False, out=log) == 0
     assert "3 runs selected, 0 done, 1 recorded (finished elsewhere), 2 to run" in log.getvalue()
     assert f"training {twin.run_id}" in log.getvalue() and f"training {base.run_id}" not in log.getvalue()
+    retrained = {r["variant"]: r for r in load_results(fresh.results)["runs"] if r["run"] == twin.run_id}
+    assert retrained.keys() == {"base", "d", "dropped"}
+    assert (
+        retrained["dropped"]["scores"] == retrained["base"]["scores"] != {"Set5": {"psnr": 1.0, "ssim": 0.1}}
+    )
     assert restore_kept_runs(fresh, fresh.runs) == []  # its kept folder is empty
 
     # a teacher whose checkpoint is shipped (scripts/ship_study_checkpoints.py's index.json) is restored

@@ -601,7 +601,10 @@ def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
 def sync_results(study: Study, report: bool = True) -> int:
     """Rewrite ``study.json`` with the records of every finished run of ``study``; returns their count.
 
-    Other records already in the file are kept; the report is regenerated when ``report`` is true.
+    Other records already in the file are kept, but a record of a finished run's id that the grid no
+    longer gives it (a variant once sharing the twin, since dropped from that seed) is rebuilt from the
+    run too: a run trained again (a recorded teacher) has one checkpoint and one set of scores. The
+    report is regenerated when ``report`` is true.
     """
     existing = load_results(study.results)["runs"] if study.results.is_file() else []
     records = {record_key(r): r for r in existing}
@@ -610,10 +613,15 @@ def sync_results(study: Study, report: bool = True) -> int:
         done = read_done(study, run)
         if done is None:
             continue
-        for key in run.records:
+        stale = [
+            RecordKey(**{field: r[field] for field in RECORD_FIELDS})
+            for r in existing
+            if r.get("run") == run.run_id and r.get("study") == study.name
+        ]
+        for key in dict.fromkeys([*run.records, *stale]):
             record = record_of(study, run, key, done)
             records[record_key(record)] = record
-            count += 1
+            count += key in run.records
     study.results.parent.mkdir(parents=True, exist_ok=True)
     ordered = [records[k] for k in sorted(records, key=lambda k: tuple(map(str, k)))]
     text = json.dumps({"runs": ordered}, indent=1, sort_keys=False) + "\n"
