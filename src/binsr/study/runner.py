@@ -601,10 +601,10 @@ def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
 def sync_results(study: Study, report: bool = True) -> int:
     """Rewrite ``study.json`` with the records of every finished run of ``study``; returns their count.
 
-    Other records already in the file are kept, but a record of a finished run's id that the grid no
-    longer gives it (a variant once sharing the twin, since dropped from that seed) is rebuilt from the
-    run too: a run trained again (a recorded teacher) has one checkpoint and one set of scores. The
-    report is regenerated when ``report`` is true.
+    Other records already in the file are kept, but a record of a run's id that the grid no longer
+    gives it (a variant once sharing the twin, since dropped from that seed) takes the results of the
+    record the grid does give it: a run trained again (a recorded teacher) has one checkpoint and one
+    set of scores. The report is regenerated when ``report`` is true.
     """
     existing = load_results(study.results)["runs"] if study.results.is_file() else []
     records = {record_key(r): r for r in existing}
@@ -613,15 +613,17 @@ def sync_results(study: Study, report: bool = True) -> int:
         done = read_done(study, run)
         if done is None:
             continue
-        stale = [
-            RecordKey(**{field: r[field] for field in RECORD_FIELDS})
-            for r in existing
-            if r.get("run") == run.run_id and r.get("study") == study.name
-        ]
-        for key in dict.fromkeys([*run.records, *stale]):
+        for key in run.records:
             record = record_of(study, run, key, done)
             records[record_key(record)] = record
-            count += key in run.records
+            count += 1
+    for run in study.runs:
+        answered = [records[k] for k in map(dataclasses.astuple, run.records) if k in records]
+        if not answered:
+            continue
+        for key, record in records.items():
+            if record.get("run") == run.run_id and record.get("study") == study.name:
+                records[key] = {**answered[0], **{field: record[field] for field in RECORD_FIELDS}}
     study.results.parent.mkdir(parents=True, exist_ok=True)
     ordered = [records[k] for k in sorted(records, key=lambda k: tuple(map(str, k)))]
     text = json.dumps({"runs": ordered}, indent=1, sort_keys=False) + "\n"
