@@ -715,7 +715,7 @@ def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO, device: str 
         else:
             unmeasured[track] = unmeasured.get(track, 0) + remaining
         needs = f" <- {'teacher' if run.teacher else 'from'} {run.needs}" if run.needs else ""
-        out.write(f"{status:8s} {iteration:>7d}/{remaining + iteration:<7d} {_describe(run)}{needs}\n")
+        out.write(f"{status:8s} {iteration:>7d}/{run.iterations:<7d} {_describe(run)}{needs}\n")
         for label in run.labels:
             out.write(f"{'':25s}{label}\n")
     out.write(f"{len(runs)} runs; runs folder {study.runs_dir}; results {study.results}\n")
