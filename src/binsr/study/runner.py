@@ -682,9 +682,9 @@ def measured_seconds_per_iteration(study: Study, device: str) -> dict[str, float
     per_run: dict[str, tuple[str, float]] = {}
     records = load_results(study.results)["runs"] if study.results.is_file() else []
     for record in records:
-        if record.get("device") == device and record.get("train_seconds") and record.get("iterations"):
+        if record.get("device") == device and record.get("run") and record.get("train_seconds"):
             seconds = float(record["train_seconds"]) / int(record["iterations"])
-            per_run[record.get("run") or str(len(per_run))] = (record.get("kind", ""), seconds)
+            per_run[record["run"]] = (record.get("kind", ""), seconds)
     by_kind: dict[str, list[float]] = {}
     for kind, seconds in per_run.values():
         by_kind.setdefault(kind, []).append(seconds)
