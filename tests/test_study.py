@@ -38,6 +38,7 @@ from binsr.study.report import (
     paired_differences,
     render_report,
     screened_ahead,
+    surrogate_ablation,
     twin_gap,
     twin_plateau,
 )
@@ -729,6 +730,8 @@ def check_study_json(data: dict[str, Any], path: Path) -> None:
             assert statistics.fmean(score[PER_IMAGE].values()) == pytest.approx(score["psnr"], abs=1e-6)
         assert (path.parent / record["checkpoint"]).is_file()
         assert record["ops"] > 0 and record["params"] > 0
+        assert record["network"]["name"] == record["model"]  # the options its network was built with
+        assert record["network"].get("binary", True) is record["binary"]
         keys.add(
             tuple(record[k] for k in ("track", "model", "variant", "scale", "seed", "iterations", "binary"))
         )
@@ -913,6 +916,46 @@ def test_report_lists_the_competitors_without_a_paired_run() -> None:
 
 
 @pytest.mark.usefixtures("one_thread")
+def test_report_crosses_surrogates_with_the_learnable_threshold() -> None:
+    """The surrogate ablation takes the plain binary runs that differ in surrogate and threshold only
+    (model defaults filled in), each against its own twin, on the seeds every cell has."""
+
+    def record(variant: str, binary: bool, seed: int, psnr: float, **network: Any) -> dict[str, Any]:
+        return {
+            "track": "cpu", "scale": 2, "model": "ours", "variant": variant, "binary": binary,
+            "iterations": 100, "seed": seed, "checkpoint": f"{variant}{binary}{seed}", "ops": 1e9,
+            "params": 1e4, "scores": {"Set5": {"psnr": psnr, "ssim": 0.9}},
+            "kind": ("binary" if binary else "twin") if variant != "distilled" else "distill",
+            "network": {"name": "ours", "binary": binary, "n_feats": 8, **network},
+        }  # fmt: skip
+
+    records = []
+    for seed in (0, 1):  # base (approx_sign, threshold learned by default) on two seeds
+        records += [record("base", True, seed, 36.90), record("base", False, seed, 37.00)]
+    fixed = {"surrogate": "approx_sign", "learnable_threshold": False}
+    records += [record("approx-off", True, 0, 36.80, **fixed), record("approx-off", False, 0, 37.00, **fixed)]
+    records += [record("fda-on", True, 0, 36.95, surrogate="fda"), record("fda-on", False, 0, 37.00)]
+    records += [record("distilled", True, 0, 37.00)]  # distilled: another recipe, not a cell
+    records += [record("wide", True, 0, 30.0, n_feats=16), record("wide", False, 0, 37.0)]  # another split
+    old = record("no-network", True, 0, 30.0)
+    del old["network"]  # a record written before the study kept its network: left out
+    records += [old]
+    groups = _groups(records)
+    iterations, seeds, cells = surrogate_ablation(groups, "cpu", 2)  # type: ignore[misc]
+    assert (iterations, seeds) == (100, [0])
+    assert {cell: key[3] for cell, key in cells.items()} == {
+        ("approx_sign", True): "base",
+        ("approx_sign", False): "approx-off",
+        ("fda", True): "fda-on",
+    }
+    text = render_report(records, "study.json", {})
+    assert "Surrogate ablation (100 iterations, seed 0)" in text
+    assert "| approx_sign | `base`: -0.100 (-0.100) | `approx-off`: -0.200 (-0.200) | +0.100 |" in text
+    assert "| fda | `fda-on`: -0.050 (-0.050) | not run |  |" in text
+    # without a fixed-threshold run there is nothing to cross
+    assert surrogate_ablation(_groups([r for r in records if r["variant"] != "approx-off"]), "cpu", 2) is None
+
+
 def test_self_ensemble_scores_are_kept_beside_the_plain_ones(images: Path, tmp_path: Path) -> None:
     """``--score-only --self-ensemble`` scores the selected finished runs with the x8 self-ensemble (as
     ``binsr eval --self-ensemble``), keeps them under ``scores_x8`` and leaves the plain scores alone."""

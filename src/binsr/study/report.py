@@ -17,10 +17,15 @@ the gap of every image against its twin's PSNR, naming the images that lose most
 Where records carry x8 self-ensemble scores (``scores_x8``), a table gives, per binary group, the gap
 to the twin with both models self-ensembled and the self-ensembled binary network against the plain
 twin, on the seeds both have those scores for, beside the plain gap on the same seeds.
+
+Where records carry the ``network`` section they were trained with, a table crosses the activation
+surrogates with the learnable threshold (:func:`surrogate_ablation`): the binary ``ours`` variants that
+differ from one another in those two options only, each against its own twin.
 """
 
 from __future__ import annotations
 
+import inspect
 import io
 import itertools
 import json
@@ -47,6 +52,7 @@ __all__ = [
     "render_report",
     "save_figure",
     "screened_ahead",
+    "surrogate_ablation",
     "write_report",
 ]
 
@@ -69,6 +75,9 @@ BOOTSTRAP_RESAMPLES = 4000
 """Resamples drawn for each bootstrap interval."""
 WORST_IMAGES = 3
 """How many of the images that lose most to the twin the report names per set."""
+ABLATION_FACTORS = ("surrogate", "learnable_threshold")
+"""The two options of the surrogate ablation (issue 6: every surrogate with learnable thresholds on
+and off)."""
 COMPETITORS = ("bnn", "bireal", "irnet", "reactnet", "btm", "ma2019", "e2fif", "bbcu_l", "bbcu_m")
 """The published binary SR methods every (track, scale) of the study compares ``ours`` with."""
 
@@ -328,6 +337,7 @@ def render_report(
         lines += ["", *_table(header, rows)]
         lines += _best_ours(records, groups, track, scale, sets)
         lines += _competitor_coverage(groups, track, scale)
+        lines += _surrogate_table(groups, track, scale, sets)
         lines += _self_ensemble(groups, keys, sets)
         lines += _plateau(groups, keys)
     return "\n".join(lines) + "\n"
@@ -547,6 +557,104 @@ def _mean_difference(
         if mine and theirs:
             diffs.append(statistics.fmean(mine) - statistics.fmean(theirs))
     return statistics.fmean(diffs) if diffs else None
+
+
+def network_options(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The options the record's network was built with: its model's defaults (the keywords of its entry
+    function, :func:`binsr.models.model_factory`) overridden by the record's ``network`` section; ``None``
+    for a record without one (written before the study recorded it) or of a model no longer registered."""
+    from binsr.models import list_models, model_factory
+
+    network = record.get("network")
+    if not isinstance(network, dict) or record["model"] not in list_models():
+        return None
+    parameters = inspect.signature(model_factory(record["model"])).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+    return {**defaults, **{key: value for key, value in network.items() if key != "name"}}
+
+
+def surrogate_ablation(
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]], track: str, scale: int, model: str = "ours"
+) -> tuple[int, list[int], dict[tuple[str, bool], tuple[Any, ...]]] | None:
+    """The cells of the surrogate × learnable-threshold ablation of ``model`` at ``track`` and ``scale``.
+
+    Candidates are the binary groups trained plainly (``kind: binary``: no distillation, no plateau
+    check) whose records carry their ``network``; they are split by budget and by every option other
+    than :data:`ABLATION_FACTORS`, and the split with the most (surrogate, learnable threshold) cells
+    wins (then the longest budget). Returns its iterations, the seeds every cell has paired with its
+    twin, and each cell's group key; ``None`` when no split has both threshold settings or no seed is
+    common to its cells."""
+    splits: dict[tuple[Any, ...], dict[tuple[str, bool], tuple[Any, ...]]] = {}
+    for key, members in groups.items():
+        if key[:3] != (track, scale, model) or not key[4]:
+            continue
+        if any(r.get("kind") != "binary" for r in members):
+            continue
+        options = [network_options(r) for r in members]
+        first = options[0]
+        if first is None or any(other != first for other in options):
+            continue
+        rest = tuple(sorted((k, repr(v)) for k, v in first.items() if k not in ABLATION_FACTORS))
+        cell = (str(first["surrogate"]), bool(first["learnable_threshold"]))
+        splits.setdefault((key[5], rest), {})[cell] = key
+    usable = [(split, cells) for split, cells in splits.items() if len({on for _, on in cells}) == 2]
+    if not usable:
+        return None
+    (iterations, _), cells = max(usable, key=lambda item: (len(item[1]), item[0][0]))
+    seeds: set[int] | None = None
+    for key in cells.values():
+        twin = {r["seed"] for r in groups.get((*key[:4], False, key[5]), [])}
+        paired = {r["seed"] for r in groups[key]} & twin
+        seeds = paired if seeds is None else seeds & paired
+    if not seeds:
+        return None
+    return iterations, sorted(seeds), cells
+
+
+def _surrogate_table(
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]], track: str, scale: int, sets: list[str]
+) -> list[str]:
+    """The :func:`surrogate_ablation` table: a row per surrogate, the Δ to the twin per set (and its
+    mean over the sets) with the threshold learnable and fixed, and learnable − fixed."""
+    ablation = surrogate_ablation(groups, track, scale)
+    if ablation is None:
+        return []
+    iterations, seeds, cells = ablation
+
+    def gaps(key: tuple[Any, ...]) -> list[float] | None:
+        members = [r for r in groups[key] if r["seed"] in seeds]
+        twin = groups.get((*key[:4], False, key[5]), [])
+        found = [twin_gap(members, twin, name)[0] for name in sets]
+        return None if any(gap is None for gap in found) else found  # type: ignore[return-value]
+
+    measured = {cell: gaps(key) for cell, key in cells.items()}
+    rows = []
+    for surrogate in sorted({name for name, _ in cells}):
+        row = [surrogate]
+        means = []
+        for on in (True, False):
+            found = measured.get((surrogate, on))
+            key = cells.get((surrogate, on))
+            if key is None or found is None:
+                row.append("not run")
+                means.append(None)
+                continue
+            means.append(statistics.fmean(found))
+            per_set = " / ".join(f"{gap:+.3f}" for gap in found)
+            row.append(f"`{key[3]}`: {per_set} ({means[-1]:+.3f})")
+        both = means[0] is not None and means[1] is not None
+        row.append(f"{means[0] - means[1]:+.3f}" if both else "")  # type: ignore[operator]
+        rows.append(row)
+    header = ["surrogate", "learnable threshold", "fixed threshold", "learnable − fixed"]
+    return [
+        "",
+        f"Surrogate ablation ({iterations} iterations, {_seed_words(seeds)}): the binary `ours` variants "
+        "that differ from one another only in the activation surrogate and in whether the threshold "
+        f"`b` of Sign(x + b) is learned, each against its own twin: Δ {' / '.join(sets)} (mean over "
+        "the sets), dB.",
+        "",
+        *_table(header, rows),
+    ]
 
 
 def _competitor_coverage(

@@ -581,6 +581,7 @@ def record_of(study: Study, run: StudyRun, key: RecordKey, done: dict[str, Any])
         **({SELF_ENSEMBLE: done[SELF_ENSEMBLE]} if SELF_ENSEMBLE in done else {}),
         "kind": run.kind,
         "distill": run.teacher is not None,
+        "network": run.config["network"],
         "study": study.name,
         "run": run.run_id,
         "train_seconds": done["train_seconds"],
@@ -604,7 +605,8 @@ def sync_results(study: Study, report: bool = True) -> int:
     Other records already in the file are kept, but a record of a run's id that the grid no longer
     gives it (a variant once sharing the twin, since dropped from that seed) takes the results of the
     record the grid does give it: a run trained again (a recorded teacher) has one checkpoint and one
-    set of scores. The report is regenerated when ``report`` is true.
+    set of scores. Every record of a run in the grid gets that run's ``network`` section (records written
+    before the study kept it included). The report is regenerated when ``report`` is true.
     """
     existing = load_results(study.results)["runs"] if study.results.is_file() else []
     records = {record_key(r): r for r in existing}
@@ -624,6 +626,10 @@ def sync_results(study: Study, report: bool = True) -> int:
         for key, record in records.items():
             if record.get("run") == run.run_id and record.get("study") == study.name:
                 records[key] = {**answered[0], **{field: record[field] for field in RECORD_FIELDS}}
+    networks = {run.run_id: run.config["network"] for run in study.runs}
+    for key, record in records.items():
+        if record.get("study") == study.name and record.get("run") in networks:
+            records[key] = {**record, "network": networks[record["run"]]}
     study.results.parent.mkdir(parents=True, exist_ok=True)
     ordered = [records[k] for k in sorted(records, key=lambda k: tuple(map(str, k)))]
     text = json.dumps({"runs": ordered}, indent=1, sort_keys=False) + "\n"
