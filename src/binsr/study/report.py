@@ -634,14 +634,13 @@ def _surrogate_table(
         means = []
         for on in (True, False):
             found = measured.get((surrogate, on))
-            key = cells.get((surrogate, on))
-            if key is None or found is None:
+            if found is None:
                 row.append("not run")
                 means.append(None)
                 continue
             means.append(statistics.fmean(found))
             per_set = " / ".join(f"{gap:+.3f}" for gap in found)
-            row.append(f"`{key[3]}`: {per_set} ({means[-1]:+.3f})")
+            row.append(f"`{cells[(surrogate, on)][3]}`: {per_set} ({means[-1]:+.3f})")
         both = means[0] is not None and means[1] is not None
         row.append(f"{means[0] - means[1]:+.3f}" if both else "")  # type: ignore[operator]
         rows.append(row)
