@@ -359,6 +359,17 @@ def test_dry_run_estimates_hours_from_the_runs_recorded_on_the_same_device(
     print_plan(study, study.runs, log, "CPU Other (2 cores, 1 torch threads)")
     total = (twin_iterations + other_iterations) * 360.0 / 3600
     assert f"iterations left ≈ {total:.1f} h at the file's 360.0 s/it for one worker" in log.getvalue()
+    # a run started from the trained twin (kind ``init``, ``init-twin``) trains like a binary run or a twin
+    raw["models"] = {"ours": {"variants": {"base-init": {"init": "twin"}}}}
+    study = parse_study(raw, tmp_path / "init.yaml", tmp_path / "init")
+    assert {run.kind for run in study.runs} == {"twin", "init-twin", "init"}
+    study.results.parent.mkdir(parents=True)
+    timed = [record("old/a", "twin", here, 50.0), record("old/c", "binary", here, 2.0)]
+    study.results.write_text(json.dumps({"runs": timed}), encoding="utf-8")
+    log = io.StringIO()
+    print_plan(study, study.runs, log, here)
+    hours = sum(run.iterations * (2.0 if run.kind == "init" else 50.0) for run in study.runs) / 3600
+    assert f"≈ {hours:.1f} h at the s/it recorded on {here} (binary 2, twin 50) for" in log.getvalue()
 
 
 def test_architecture_digest_does_not_depend_on_the_torch_version(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -681,6 +681,12 @@ def _describe(run: StudyRun) -> str:
     return f"{run.run_id} [{run.kind}: {first.model}/{first.variant}{more}, {run.iterations} it]"
 
 
+TRAINS_LIKE = {"init": "binary", "init-twin": "twin"}
+"""Run kinds whose iterations cost what another kind's do (a binary network started from its trained
+twin trains like any binary run): the dry run estimates them at that kind's rate until one of their own
+is recorded."""
+
+
 def measured_seconds_per_iteration(study: Study, device: str) -> dict[str, float]:
     """Median training seconds per iteration of the runs recorded in ``study.json`` on ``device`` (a
     :func:`device_name` description), by run kind (``twin``, ``binary``, ``distill``, ``plateau``); a
@@ -702,8 +708,8 @@ def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO, device: str 
 
     The hours left are the remaining iterations of each run at the median seconds per iteration of the
     recorded runs of its kind on ``device`` (:func:`measured_seconds_per_iteration`, a
-    :func:`device_name` description); where none was recorded there, at the track's
-    ``seconds_per_iteration``."""
+    :func:`device_name` description), or of the kind it trains like (:data:`TRAINS_LIKE`); where
+    neither was recorded there, at the track's ``seconds_per_iteration``."""
     runs = list(runs)
     recorded = recorded_run_ids(study)
     measured = measured_seconds_per_iteration(study, device) if device else {}
@@ -715,7 +721,7 @@ def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO, device: str 
         track = run.run_id.split("/")[0]
         remaining = run.iterations - iteration
         left[track] = left.get(track, 0) + remaining
-        rate = measured.get(run.kind)
+        rate = measured.get(run.kind) or measured.get(TRAINS_LIKE.get(run.kind, ""))
         if rate:
             measured_hours[track] = measured_hours.get(track, 0.0) + remaining * rate / 3600
         else:
