@@ -260,6 +260,19 @@ def pack_study(
     return archives
 
 
+def seed_records(study_file: Path, root: Path) -> bool:
+    """Give the device's study (results under ``root``) the committed ``study.json`` unless it has one
+    (a warm machine's later call keeps its own), so runs recorded here count as recorded there too: a
+    ``--only`` pattern that matches one (a twin recorded beside the binary run it serves) does not train
+    it again. Returns whether it copied."""
+    target = root / "results" / "study.json"
+    if target.exists():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(load_study(study_file).results.read_bytes())
+    return True
+
+
 def study_only(args: argparse.Namespace, data: Path, started: float, deadline: float) -> int:
     """``--study-only``: ``studies/cpu.yaml`` as committed (its budget, so the runs keep their ids) until
     it ends or the deadline, one phase after another (``--only`` first, then each ``--then``); finished
@@ -275,6 +288,7 @@ def study_only(args: argparse.Namespace, data: Path, started: float, deadline: f
     phases = [args.only, *args.then]
     session: dict = {"budget_s": args.budget, "jobs": args.jobs, "phases": phases, "compile": args.compile}
     session["reused"] = kept_finished_runs(run_file, work / "study")
+    session["seeded_records"] = seed_records(study_file, work / "study")
     session["phase_exits"] = []
     compile_model = args.compile
     for only in phases:

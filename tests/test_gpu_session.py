@@ -110,6 +110,10 @@ def test_study_only_runs_phases_in_order_and_retries_a_failed_compiled_study(
     ]
     session = json.loads((args.out / "session.json").read_text())
     assert [e["exit"] for e in session["phase_exits"]] == [1, 0, 0]
+    committed = REPO / "docs" / "results" / "study.json"  # recorded runs stay recorded on the device
+    assert session["seeded_records"] is True
+    assert (args.work / "study" / "results" / "study.json").read_bytes() == committed.read_bytes()
+    assert script.seed_records(REPO / "studies" / "cpu.yaml", args.work / "study") is False
     assert not (REPO / "studies" / "cpu_device.yaml").exists()
 
 
