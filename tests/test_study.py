@@ -53,7 +53,7 @@ from binsr.study.runner import (
     score_checkpoint,
     select_runs,
 )
-from binsr.study.spec import parse_study
+from binsr.study.spec import StudyRun, parse_study
 from binsr.train.config import parse_yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -370,6 +370,43 @@ def test_dry_run_estimates_hours_from_the_runs_recorded_on_the_same_device(
     print_plan(study, study.runs, log, here)
     hours = sum(run.iterations * (2.0 if run.kind == "init" else 50.0) for run in study.runs) / 3600
     assert f"≈ {hours:.1f} h at the s/it recorded on {here} (binary 2, twin 50) for" in log.getvalue()
+
+
+def test_dry_run_shows_a_partial_binary_runs_gap_to_its_twin_at_the_same_iteration(
+    images: Path, tmp_path: Path
+) -> None:
+    """A binary run part-way through is listed with its last validation PSNR and its twin's at that
+    iteration: from the twin's folder while it trains, from its study.json record once recorded."""
+    study = parse_study(grid_raw(images), tmp_path / "grid.yaml", tmp_path / "out")
+    by_label = {label: run for run in study.runs for label in run.labels}
+    binary = by_label["smoke/x2/bbcu_l/base/bin/s1/i30"]
+    twin = by_label["smoke/x2/bbcu_l/base/fp/s1/i30"]
+
+    def partial(run: StudyRun, rows: list[str], iteration: int) -> None:
+        folder = study.run_dir(run)
+        folder.mkdir(parents=True)
+        header = "iteration,loss,lr,time,Set5_psnr,Set5_ssim\n"
+        (folder / "metrics.csv").write_text(header + "".join(r + "\n" for r in rows), encoding="utf-8")
+        (folder / "last_state.json").write_text(json.dumps({"iteration": iteration}), encoding="utf-8")
+
+    partial(binary, ["5,0.1,1e-4,1.0,30.5,0.9", "10,0.1,1e-4,2.0,30.75,0.9", "15,0.1,1e-4,3.0,,"], 15)
+    partial(twin, ["5,0.1,1e-4,1.0,30.9,0.9"], 7)
+    log = io.StringIO()
+    print_plan(study, [binary, twin], log)
+    assert "Set5 validation at 5: 30.500 dB, twin 30.900 dB (-0.400)" in log.getvalue()
+    assert log.getvalue().count("validation at") == 1  # not for the twin itself
+    shutil.rmtree(study.run_dir(twin))  # the twin finished elsewhere: its record's curve
+    curve = {"val_set": "Set5", "iteration": [5, 10, 30], "loss": [0.1] * 3, "psnr": [30.9, 31.0, 31.2]}
+    study.results.parent.mkdir(parents=True)
+    record = {
+        "model": "bbcu_l", "variant": "base", "binary": False, "track": "smoke", "scale": 2, "seed": 1,
+        "iterations": 30, "checkpoint": "x", "ops": 1, "params": 1, "scores": {}, "run": twin.run_id,
+        "curve": curve,
+    }  # fmt: skip
+    study.results.write_text(json.dumps({"runs": [record]}), encoding="utf-8")
+    log = io.StringIO()
+    print_plan(study, [binary], log)
+    assert "Set5 validation at 10: 30.750 dB, twin 31.000 dB (-0.250)" in log.getvalue()
 
 
 def test_architecture_digest_does_not_depend_on_the_torch_version(monkeypatch: pytest.MonkeyPatch) -> None:
