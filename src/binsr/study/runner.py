@@ -703,18 +703,24 @@ def measured_seconds_per_iteration(study: Study, device: str) -> dict[str, float
     return {kind: statistics.median(values) for kind, values in by_kind.items()}
 
 
-def validation_points(study: Study, run: StudyRun, records: dict[str, dict[str, Any]]) -> dict[int, float]:
-    """Iteration -> validation PSNR of ``run`` so far: from its folder or its kept copy (whichever
-    logged more validations), else from the curve of its ``study.json`` record (``records``: by run id)."""
+def validation_points(
+    study: Study, run: StudyRun, records: dict[str, dict[str, Any]]
+) -> tuple[str | None, dict[int, float]]:
+    """The validation set and iteration -> validation PSNR of ``run`` so far: from its folder or its
+    kept copy (whichever logged more validations), else from the curve of its ``study.json`` record
+    (``records``: by run id)."""
     folders = [study.run_dir(run)] + ([study.kept_dir / run.run_id] if study.kept_dir is not None else [])
     curves = [read_curve(folder) for folder in folders]
     if run.run_id in records:
         curves.append(records[run.run_id].get("curve") or {})
-    points = [
-        {i: p for i, p in zip(c.get("iteration", []), c.get("psnr", []), strict=True) if p is not None}
+    scored = [
+        (
+            c.get("val_set"),
+            {i: p for i, p in zip(c.get("iteration", []), c.get("psnr", []), strict=True) if p is not None},
+        )
         for c in curves
     ]
-    return max(points, key=len, default={})
+    return max(scored, key=lambda pair: len(pair[1]), default=(None, {}))
 
 
 def gap_so_far(
@@ -723,17 +729,19 @@ def gap_so_far(
     """For a binary run part-way through: its last validation PSNR and its twin's at that iteration
     (same schedule, so the gap is the one at equal training), e.g. ``Set5 validation at 18000:
     31.061 dB, twin 31.235 dB (-0.174)``; None for other runs, or when the twin has not got there."""
-    twin = twins.get(dataclasses.replace(run.records[0], binary=False)) if run.records else None
-    if twin is None or not run.records[0].binary:
+    if not run.records or not run.records[0].binary:
         return None
-    mine, theirs = validation_points(study, run, records), validation_points(study, twin, records)
+    twin = twins.get(dataclasses.replace(run.records[0], binary=False))
+    if twin is None:
+        return None
+    val_set, mine = validation_points(study, run, records)
+    theirs = validation_points(study, twin, records)[1]
     shared = sorted(set(mine) & set(theirs))
     if not shared:
         return None
     at = shared[-1]
-    val_set = read_curve(study.run_dir(run))["val_set"] or "validation set"
     return (
-        f"{val_set} validation at {at}: {mine[at]:.3f} dB, twin {theirs[at]:.3f} dB "
+        f"{val_set or 'validation set'} validation at {at}: {mine[at]:.3f} dB, twin {theirs[at]:.3f} dB "
         f"({mine[at] - theirs[at]:+.3f})"
     )
 
@@ -747,12 +755,12 @@ def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO, device: str 
     neither was recorded there, at the track's ``seconds_per_iteration``. A binary run part-way
     through also shows its gap to its twin so far (:func:`gap_so_far`)."""
     runs = list(runs)
-    recorded = recorded_run_ids(study)
-    records = (
+    records = (  # by run id; its keys are recorded_run_ids(study), read once
         {str(r["run"]): r for r in load_results(study.results)["runs"] if r.get("run")}
         if study.results.is_file()
         else {}
     )
+    recorded = set(records)
     twins = {key: other for other in study.runs for key in other.records if not key.binary}
     measured = measured_seconds_per_iteration(study, device) if device else {}
     left: dict[str, int] = {}
