@@ -1,14 +1,15 @@
 """Copy the best ``ours`` checkpoint of each (track, scale) of a study and its twin's into the repository.
 
     python scripts/ship_study_checkpoints.py [--results docs/results/study.json]
-                                            [--out docs/results/checkpoints] [--seed N]
+                                            [--out docs/results/checkpoints] [--seed N] [--scale S ...]
 
 For every (track, scale) of ``study.json`` with a binary ``ours`` variant paired with a scored twin, the
 best variant (:func:`binsr.study.report.best_variant`, the one RESULTS.md names) at seed ``--seed`` (by
 default the lowest seed whose binary run and twin are both in ``study.json``) and its twin are copied to
 ``--out`` as ``<track>_x<scale>_ours_<variant>_<bin|fp>_s<seed>.safetensors``,
 and ``index.json`` lists each file with its study record's key and scores (copied from ``study.json``);
-files an earlier index listed and this one does not are removed. A run trained on another machine (its
+files an earlier index listed and this one does not are removed. ``--scale`` ships those scales only and
+keeps the earlier index's entries (and files) of the others as they are. A run trained on another machine (its
 checkpoint is not in the runs folder) is copied from the file an earlier index shipped of it, if any
 (a twin shared by several variants); otherwise nothing is changed and the script exits with 1.
 ``binsr eval --model <file> --scale S --data <set>`` reproduces those scores; tests/test_study_checkpoints.py
@@ -40,6 +41,9 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=Path("docs/results/study.json"))
     parser.add_argument("--out", type=Path, default=Path("docs/results/checkpoints"))
     parser.add_argument("--seed", type=int, help="default: the lowest seed with both runs recorded")
+    parser.add_argument(
+        "--scale", type=int, nargs="+", help="ship these scales only; keep the earlier index's other scales"
+    )
     args = parser.parse_args()
     records = load_results(args.results)["runs"]
     by_key = {record_key(r): r for r in records}
@@ -48,7 +52,10 @@ def main() -> int:
     previous = json.loads(index_file.read_text(encoding="utf-8")) if index_file.is_file() else []
     shipped = shipped_runs(previous, by_key, args.out)
     copies: list[tuple[Path, str, dict]] = []
+    kept = [entry for entry in previous if args.scale and entry["scale"] not in args.scale]
     for track, scale in sorted({(r["track"], r["scale"]) for r in records}):
+        if args.scale and scale not in args.scale:
+            continue
         best = best_variant(records, track, scale)
         if best is None:
             continue
@@ -69,7 +76,7 @@ def main() -> int:
                 print(f"error: {name}: {source} is not here (trained on another machine); nothing changed")
                 return 1
             copies.append((source, name, record))
-    index = []
+    index = list(kept)
     for source, name, record in copies:
         if source.resolve() != (args.out / name).resolve():
             atomic_write_bytes(args.out / name, source.read_bytes())

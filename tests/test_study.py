@@ -1192,6 +1192,19 @@ def test_report_from_study_json(tmp_path: Path) -> None:
     assert "| ours | base (twin shared with 1 more) | 32 | 100 | 2 |" in text
     assert "| ours | nothr |" not in text
 
+    # a variant sharing that twin on fewer seeds (its runs all in the row above) gets no row either
+    subset = copy.deepcopy(shared)
+    subset["runs"] += [
+        {**copy.deepcopy(r), "variant": "oneseed"}
+        for r in FIXTURE["runs"]
+        if r["model"] == "ours" and not r["binary"] and r["seed"] == 0
+    ]
+    results.write_text(json.dumps(subset))
+    write_report(results, report)
+    text = report.read_text()
+    assert "| ours | base (twin shared with 2 more) | 32 | 100 | 2 |" in text
+    assert "| ours | oneseed |" not in text
+
     # a plateau ladder (100, 200, 400 iterations) gets one row per doubling
     ladder = copy.deepcopy(FIXTURE)
     longest = copy.deepcopy(FIXTURE["runs"][-1])

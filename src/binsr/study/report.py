@@ -317,11 +317,12 @@ def render_report(
         header += [f"{name} PSNR / SSIM" for name in sets] + [f"Δ {name}" for name in sets]
         header += ["OPs (G)", "params (K)"]
         rows = []
+        twin_rows = _twin_rows(groups, keys)
         for key in _shown(groups, keys):
             _, _, model, variant, binary, iterations = key
             members = groups[key]
             twin = groups.get((track, scale, model, variant, False, iterations), []) if binary else []
-            sharing = _sharing(groups, keys, key)
+            sharing = len(twin_rows.get(key, []))
             name = f"{variant} (twin shared with {sharing} more)" if sharing else variant
             row = [model, name, "1" if binary else "32", str(iterations), str(len(members))]
             row += [
@@ -347,36 +348,35 @@ def _runs_of(members: Sequence[dict[str, Any]]) -> tuple[Any, ...]:
     return tuple(sorted(str(r.get("run", r["checkpoint"])) for r in members))
 
 
+def _twin_rows(
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tuple[Any, ...]]
+) -> dict[tuple[Any, ...], list[tuple[Any, ...]]]:
+    """The full-precision rows of the table, each with the other (model, variant) groups it stands for.
+
+    A twin shared by several variants (or models) gets one row: of the groups holding its runs, the one
+    with the most seeds, preferring one with a binary row beside it, then the first. A group whose runs
+    all belong to a row already chosen (the same trainings, on as many seeds or fewer) gets no row of
+    its own; it is counted in the first such row."""
+    binaries = {(k[2], k[3], k[5]) for k in keys if k[4]}
+    twins = [k for k in keys if not k[4]]
+    runs = {key: set(_runs_of(groups[key])) for key in twins}
+    order = sorted(twins, key=lambda k: (-len(runs[k]), (k[2], k[3], k[5]) not in binaries, twins.index(k)))
+    rows: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    for key in order:
+        container = next((row for row in rows if runs[key] <= runs[row]), None)
+        if container is None:
+            rows[key] = []
+        else:
+            rows[container].append(key)
+    return rows
+
+
 def _shown(
     groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tuple[Any, ...]]
 ) -> list[tuple[Any, ...]]:
-    """The rows of the table: every binary group and one row per distinct full-precision training.
-
-    A twin shared by several variants (or models) gets one row: the first of them that has a binary row
-    beside it, else the first of them."""
-    binaries = {(k[2], k[3], k[5]) for k in keys if k[4]}
-    chosen: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    for key in keys:
-        if key[4]:
-            continue
-        runs = _runs_of(groups[key])
-        current = chosen.get(runs)
-        if current is None or (
-            (key[2], key[3], key[5]) in binaries and (current[2], current[3], current[5]) not in binaries
-        ):
-            chosen[runs] = key
-    shown = set(chosen.values())
-    return [key for key in keys if key[4] or key in shown]
-
-
-def _sharing(
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]], keys: list[tuple[Any, ...]], key: tuple[Any, ...]
-) -> int:
-    """How many other (model, variant) rows the full-precision group ``key`` stands for."""
-    if key[4]:
-        return 0
-    runs = _runs_of(groups[key])
-    return sum(1 for other in keys if other != key and not other[4] and _runs_of(groups[other]) == runs)
+    """The rows of the table: every binary group and one row per distinct full-precision training."""
+    twin_rows = _twin_rows(groups, keys)
+    return [key for key in keys if key[4] or key in twin_rows]
 
 
 def _seeds(members: Sequence[dict[str, Any]]) -> str:
