@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
+from binsr.hardware import device_name
 from binsr.models import create_model
-from binsr.study.runner import device_name
 
 NETWORKS = {
     "bbcu_l binary": ("bbcu_l", {"binary": True}),

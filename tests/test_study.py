@@ -32,6 +32,7 @@ from binsr.study.report import (
     SELF_ENSEMBLE,
     _best_ours,
     _competitor_coverage,
+    _devices_line,
     _groups,
     best_variant,
     bootstrap_interval,
@@ -370,6 +371,42 @@ def test_dry_run_estimates_hours_from_the_runs_recorded_on_the_same_device(
     print_plan(study, study.runs, log, here)
     hours = sum(run.iterations * (2.0 if run.kind == "init" else 50.0) for run in study.runs) / 3600
     assert f"≈ {hours:.1f} h at the s/it recorded on {here} (binary 2, twin 50) for" in log.getvalue()
+    # a record that keeps its time by device counts its iterations here alone, whoever finished it, and
+    # not a stretch too short to be more than start-up
+    moved = record("old/d", "binary", elsewhere, 1.0) | {
+        "train_time": {
+            here: {"iterations": 1000, "seconds": 4000.0},
+            elsewhere: {"iterations": 9000, "seconds": 9.0},
+        }
+    }
+    short = record("old/e", "twin", here, 1.0) | {"train_time": {here: {"iterations": 100, "seconds": 10.0}}}
+    timed = [record("old/a", "twin", here, 50.0), moved, short]
+    study.results.write_text(json.dumps({"runs": timed}), encoding="utf-8")
+    log = io.StringIO()
+    print_plan(study, study.runs, log, here)
+    hours = sum(run.iterations * (4.0 if run.kind == "init" else 50.0) for run in study.runs) / 3600
+    assert f"≈ {hours:.1f} h at the s/it recorded on {here} (binary 4, twin 50) for" in log.getvalue()
+
+
+def test_the_report_names_every_device_a_run_trained_on() -> None:
+    """A record with ``train_time`` counts under each device it trained on (in part where more than
+    one); an older record under the device that finished it."""
+    records = [
+        {"train_time": {"GPU": {"iterations": 90, "seconds": 9.0}, "CPU": {"iterations": 9, "seconds": 2.0}}},
+        {"device": "GPU", "train_time": {"GPU": {"iterations": 100, "seconds": 10.0}}},
+        {"device": "CPU"},
+        {},
+        {
+            "train_time": {
+                "not recorded": {"iterations": 5, "seconds": 1.0},
+                "GPU": {"iterations": 5, "seconds": 1.0},
+            }
+        },
+    ]
+    assert _devices_line(records) == (
+        "CPU (2 runs, 1 of them in part); GPU (3 runs, 2 of them in part); "
+        "not recorded (see docs/STUDY.md) (2 runs, 1 of them in part)"
+    )
 
 
 def test_dry_run_shows_a_partial_binary_runs_gap_to_its_twin_at_the_same_iteration(
@@ -492,6 +529,9 @@ def test_smoke_study_runs_resumes_and_records(images: Path, tmp_path: Path) -> N
     check_study_json(data, study.results)
     assert len(data["runs"]) == 4
     assert all(r["device"].startswith("CPU ") and "torch threads" in r["device"] for r in data["runs"])
+    # the run killed and resumed in this process's place kept its time on one device, all its iterations
+    assert all(list(r["train_time"]) == [r["device"]] for r in data["runs"])
+    assert all(r["train_time"][r["device"]]["iterations"] == r["iterations"] for r in data["runs"])
     report = study.report.read_text()
     assert "4 training runs" in report and "Trained on: CPU " in report and "(4 runs)." in report
     for link in re.findall(r"\]\((results/[^)]+\.png)\)", report):

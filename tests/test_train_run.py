@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 
 from binsr.checkpoint import load_model, save_model
 from binsr.errors import BinsrError
+from binsr.hardware import UNRECORDED_DEVICE, device_name
 from binsr.models import create_model
 from binsr.train import dump_config, resolve_config, train
 from binsr.train.data import PatchSampler, load_hr_folders, load_paired
@@ -268,6 +269,27 @@ def test_stop_at_then_resume_equals_an_uninterrupted_run(
         assert tensors_equal(load_file(full_run / name), load_file(run_dir / name)), name
     bad = run_cli(["train", str(config_path), "--stop-at", "0"])
     assert bad.returncode == 2 and "--stop-at must be a positive iteration, got 0" in bad.stderr
+
+
+def test_the_state_keeps_the_iterations_and_seconds_trained_on_each_device(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """Each process adds its steps to its device's tally in the state (``time_by_device``); a state
+    saved before the tally was kept counts its iterations under an unrecorded device."""
+    config = resolve_config(raw_config(data_dir, tmp_path / "runs"))
+    run_dir = tmp_path / "runs" / "tiny"
+    here = device_name("cpu")
+    train(config, progress=False, stop_at=4)
+    tensors, info = load_state(run_dir)
+    assert info["time_by_device"].keys() == {here} and info["time_by_device"][here]["iterations"] == 4
+    del info["time_by_device"]  # as an older binsr saved it
+    save_state(run_dir, tensors, info)
+    train(config, resume=True, progress=False, stop_at=8)
+    info = load_state(run_dir)[1]
+    tally = info["time_by_device"]
+    assert {name: t["iterations"] for name, t in tally.items()} == {UNRECORDED_DEVICE: 4, here: 4}
+    assert sum(t["seconds"] for t in tally.values()) == pytest.approx(info["elapsed"])
+    assert tally[UNRECORDED_DEVICE]["seconds"] > 0 and tally[here]["seconds"] > 0
 
 
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])

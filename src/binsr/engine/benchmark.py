@@ -21,7 +21,6 @@ bench`` runs the requested ones and merges their headline numbers (``layer_speed
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from binsr.engine._backend import ISA_NAMES, available_isas, resolve_isa
 from binsr.engine.conv import binary_conv2d
 from binsr.engine.packing import pack_activations, pack_weights
+from binsr.hardware import cpu_name
 
 #: The reference layer: BBCU's 64-channel body conv at the 320×180 LR size the papers count OPs at.
 LAYER_SHAPE = {"batch": 1, "in_channels": 64, "out_channels": 64, "height": 180, "width": 320, "kernel": 3}
@@ -49,17 +49,6 @@ class BenchConfig:
     isa: str | None = None
     seed: int = 0
     extra: dict[str, object] = field(default_factory=dict)  # section-specific options (model name, ...)
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _loadavg() -> list[float] | None:
@@ -271,7 +260,7 @@ def run_benchmarks(config: BenchConfig, sections: list[str] | None = None) -> di
         "warmup": config.warmup,
         "isa": isa,
         "machine": {
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
             "logical_cpus": os.cpu_count(),
             "available_isas": available_isas(),
             "torch": torch.__version__,

@@ -41,6 +41,7 @@ import numpy as np
 
 from binsr.errors import BinsrError
 from binsr.fileio import atomic_write_bytes
+from binsr.hardware import UNRECORDED_DEVICE
 
 __all__ = [
     "FIGURES_DIR",
@@ -309,8 +310,7 @@ def render_report(
         by_run = {r.get("run", r["checkpoint"]): r for k in keys for r in groups[k]}  # shared twins once
         seconds = sum(float(r.get("train_seconds") or 0.0) for r in by_run.values())
         lines.append(f"{len(by_run)} training runs, {seconds / 3600:.1f} h of training in all.")
-        devices = Counter(r.get("device") or "not recorded (see docs/STUDY.md)" for r in by_run.values())
-        lines.append("Trained on: " + "; ".join(f"{d} ({n} runs)" for d, n in sorted(devices.items())) + ".")
+        lines.append(f"Trained on: {_devices_line(by_run.values())}.")
         for title, link in figures.get((track, scale), []):
             lines += ["", f"![{title}]({link})"]
         header = ["model", "variant", "bits", "iterations", "seeds"]
@@ -346,6 +346,22 @@ def render_report(
 
 def _runs_of(members: Sequence[dict[str, Any]]) -> tuple[Any, ...]:
     return tuple(sorted(str(r.get("run", r["checkpoint"])) for r in members))
+
+
+def _devices_line(records: Iterable[dict[str, Any]]) -> str:
+    """Where the runs of ``records`` (one record per run) trained: each device with its number of runs,
+    and how many of them trained there only in part (a record with ``train_time`` names every device
+    it trained on; an older one only the device that finished it, as ``device``)."""
+    runs: Counter[str] = Counter()
+    partly: Counter[str] = Counter()
+    for record in records:
+        devices = list(record.get("train_time") or [record.get("device") or UNRECORDED_DEVICE])
+        devices = [f"{d} (see docs/STUDY.md)" if d == UNRECORDED_DEVICE else d for d in devices]
+        runs.update(devices)
+        if len(devices) > 1:
+            partly.update(devices)
+    shares = {d: f", {partly[d]} of them in part" if partly[d] else "" for d in runs}
+    return "; ".join(f"{d} ({n} runs{shares[d]})" for d, n in sorted(runs.items()))
 
 
 def _twin_rows(

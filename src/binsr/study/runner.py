@@ -23,7 +23,6 @@ number, and :func:`binsr.complexity.count_complexity` at the study's input size 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import fnmatch
@@ -31,7 +30,6 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -43,6 +41,7 @@ from typing import Any, TextIO
 
 from binsr.errors import BinsrError, TrainingStoppedError
 from binsr.fileio import atomic_write_bytes
+from binsr.hardware import UNRECORDED_DEVICE, device_name
 from binsr.study.report import PER_IMAGE, SELF_ENSEMBLE, load_results, write_report
 from binsr.study.spec import RecordKey, Study, StudyRun
 
@@ -278,6 +277,7 @@ def restore_shipped_runs(study: Study, runs: Iterable[StudyRun]) -> list[str]:
             "iterations": run.iterations,
             "train_seconds": record["train_seconds"],
             "device": record.get("device"),
+            **({"train_time": record["train_time"]} if record.get("train_time") else {}),
             "shipped": str(shipped[run_id]),
             "checkpoint": str(target / LAST_FILE),
             "ops": record["ops"],
@@ -415,20 +415,12 @@ def read_curve(run_dir: Path) -> dict[str, Any]:
     return curve
 
 
-def device_name(device: str | None, threads: int | None = None) -> str:
-    """What a run trains on, for the record: the GPU's name, or the CPU's model and the torch threads
-    (``threads``, default torch's present count)."""
-    import torch
-
-    if device == "cuda" or (device is None and torch.cuda.is_available()):
-        return torch.cuda.get_device_name()
-    model = platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"CPU {model} ({os.cpu_count()} cores, {threads or torch.get_num_threads()} torch threads)"
+def main_device(train_time: dict[str, dict[str, float]]) -> str | None:
+    """The device that trained the most iterations of a run (``train_time``: device -> iterations and
+    seconds, as ``done.json`` and ``study.json`` keep it), leaving out those whose device was not
+    recorded; None when there is none."""
+    known = {name: t["iterations"] for name, t in train_time.items() if name != UNRECORDED_DEVICE}
+    return max(known, key=known.__getitem__) if known else None
 
 
 def execute_run(
@@ -438,7 +430,9 @@ def execute_run(
 
     ``compile_model`` trains through ``torch.compile`` (:class:`binsr.train.Trainer`); it is not part of
     the run's identity (only rounding differs), and ``done.json`` records it for the process that
-    finished the run (a resumed run may have trained partly either way)."""
+    finished the run (a resumed run may have trained partly either way). ``done.json`` keeps the
+    iterations and seconds the run trained on each device (``train_time``, from the training state)
+    and, as ``device``, the one that trained most of them (:func:`main_device`)."""
     from binsr.train import LAST_FILE, train
     from binsr.train.loop import BEST_FILE
     from binsr.train.state import STATE_JSON
@@ -457,6 +451,10 @@ def execute_run(
     if result.iteration != run.iterations:
         raise BinsrError(f"run {run.run_id} stopped at iteration {result.iteration} of {run.iterations}")
     state = _read_json(run_dir / STATE_JSON)
+    train_time = {
+        name: {"iterations": int(t["iterations"]), "seconds": round(float(t["seconds"]), 1)}
+        for name, t in state.get("time_by_device", {}).items()
+    }
     done = {
         "format": DONE_FORMAT,
         "run": run.run_id,
@@ -464,7 +462,8 @@ def execute_run(
         "labels": run.labels,
         "iterations": result.iteration,
         "train_seconds": round(float(state.get("elapsed", 0.0)), 1),
-        "device": device_name(device),
+        "device": main_device(train_time) or device_name(device),
+        "train_time": train_time,
         "compiled": compile_model,
         "checkpoint": str(run_dir / LAST_FILE),
         **score_checkpoint(
@@ -586,6 +585,7 @@ def record_of(study: Study, run: StudyRun, key: RecordKey, done: dict[str, Any])
         "run": run.run_id,
         "train_seconds": done["train_seconds"],
         "device": done.get("device"),
+        **({"train_time": done["train_time"]} if done.get("train_time") else {}),
         "curve": done["curve"],
     }
 
@@ -687,14 +687,26 @@ twin trains like any binary run): the dry run estimates them at that kind's rate
 is recorded."""
 
 
+MIN_TIMED_ITERATIONS = 500
+"""The fewest iterations on a device that :func:`measured_seconds_per_iteration` takes a rate from."""
+
+
 def measured_seconds_per_iteration(study: Study, device: str) -> dict[str, float]:
     """Median training seconds per iteration of the runs recorded in ``study.json`` on ``device`` (a
     :func:`device_name` description), by run kind (``twin``, ``binary``, ``distill``, ``plateau``); a
-    run shared by several records counts once."""
+    run shared by several records counts once. A record that keeps its time by device (``train_time``)
+    counts its iterations on ``device`` alone (at least :data:`MIN_TIMED_ITERATIONS` of them: a short
+    stretch is mostly compilation and start-up); an older one counts whole when ``device`` finished it."""
     per_run: dict[str, tuple[str, float]] = {}
     records = load_results(study.results)["runs"] if study.results.is_file() else []
     for record in records:
-        if record.get("device") == device and record.get("run") and record.get("train_seconds"):
+        if not record.get("run"):
+            continue
+        if record.get("train_time"):
+            stretch = record["train_time"].get(device)
+            if stretch and stretch["iterations"] >= MIN_TIMED_ITERATIONS:
+                per_run[record["run"]] = (record.get("kind", ""), stretch["seconds"] / stretch["iterations"])
+        elif record.get("device") == device and record.get("train_seconds"):
             seconds = float(record["train_seconds"]) / int(record["iterations"])
             per_run[record["run"]] = (record.get("kind", ""), seconds)
     by_kind: dict[str, list[float]] = {}

@@ -32,6 +32,11 @@ Only rank 0 writes files and validates. The validated and saved model is the EMA
 (:mod:`binsr.train.batchnorm`). A checkpoint writes ``last.safetensors`` (the model, via
 :func:`binsr.checkpoint.save_model`) and then commits the training state (:mod:`binsr.train.state`);
 ``best.safetensors`` is written whenever the mean validation PSNR improves.
+
+The training state keeps the seconds spent in steps (``elapsed``) and, since a run may be resumed on
+another machine, the iterations and seconds trained on each device (``time_by_device``, keyed by
+:func:`binsr.hardware.device_name`; a state saved before it was kept counts its iterations under
+:data:`UNRECORDED_DEVICE`).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from tqdm.auto import tqdm
 from binsr.checkpoint import load_safetensors, save_model
 from binsr.data.datasets import open_eval_set
 from binsr.errors import BinsrError, TrainingStoppedError
+from binsr.hardware import UNRECORDED_DEVICE, device_name
 from binsr.layers import settle_weight_scales
 from binsr.models import create_model
 from binsr.train.batchnorm import (
@@ -224,6 +230,10 @@ class Trainer:
         self.last_val: dict[str, tuple[float, float]] = {}
         self.saved_iteration: int | None = None
         self.elapsed = 0.0
+        self.device_label = device_name(self.device.type, torch.get_num_threads())
+        if dist.world_size > 1:
+            self.device_label = f"{dist.world_size}× {self.device_label}"
+        self.time_by_device: dict[str, list[float]] = {}  # device -> [iterations, seconds] trained there
         self.window = [0.0, 0]  # loss sum and count since the last logged row
         self.pending_losses: list[torch.Tensor] = []  # this rank's mean losses not yet read, on the device
         self.last_loss: float | None = None
@@ -358,7 +368,11 @@ class Trainer:
                     self.step()
                     if self.iteration % print_every == 0 or self.iteration == self.iterations:
                         self.read_losses()  # waits for the device: training time, like the step itself
-                    self.elapsed += time.perf_counter() - started
+                    spent = time.perf_counter() - started
+                    self.elapsed += spent
+                    tally = self.time_by_device.setdefault(self.device_label, [0, 0.0])
+                    tally[0] += 1
+                    tally[1] += spent
                     maybe_kill("step", self.iteration)
                     self._after_step()
                     postfix = {"loss": f"{self.last_loss:.4g}"} if self.last_loss is not None else {}
@@ -474,6 +488,10 @@ class Trainer:
                 "best_iteration": self.best_iteration,
                 "last_val": self.last_val,
                 "elapsed": self.elapsed,
+                "time_by_device": {
+                    name: {"iterations": int(n), "seconds": seconds}
+                    for name, (n, seconds) in self.time_by_device.items()
+                },
                 "window": self.window,
             }
             save_state(self.run_dir, tensors, info)
@@ -513,6 +531,11 @@ class Trainer:
         self.best_psnr, self.best_iteration = info["best_psnr"], info["best_iteration"]
         self.last_val = {name: (float(p), float(s)) for name, (p, s) in info["last_val"].items()}
         self.elapsed = float(info["elapsed"])
+        if "time_by_device" in info:
+            saved = info["time_by_device"]
+            self.time_by_device = {n: [int(t["iterations"]), float(t["seconds"])] for n, t in saved.items()}
+        elif self.iteration:  # saved before the devices were kept
+            self.time_by_device = {UNRECORDED_DEVICE: [self.iteration, self.elapsed]}
         self.window = [float(info["window"][0]), int(info["window"][1])]
 
 
