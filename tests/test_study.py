@@ -26,7 +26,7 @@ from PIL import Image
 
 from binsr.cli import main
 from binsr.errors import BinsrError
-from binsr.study import load_results, load_study, run_study, write_report
+from binsr.study import load_results, load_study, run_study, runner, write_report
 from binsr.study.report import (
     PER_IMAGE,
     SELF_ENSEMBLE,
@@ -323,54 +323,82 @@ def test_init_twin_binarizes_the_trained_twin_and_retrains_it_as_its_own_twin(
 
 
 def test_dry_run_estimates_hours_from_the_runs_recorded_on_the_same_device(
-    images: Path, tmp_path: Path
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The hours left come from the median seconds per iteration of the recorded runs of each kind on
-    the device the study will train on (a run shared by several records counts once); kinds never
-    recorded there fall back to the track's ``seconds_per_iteration``."""
+    """The hours left come from the median seconds per iteration of the recorded runs on the device the
+    study will train on that are most like each run: the same kind, track and scale, and the same model
+    and variant where those were recorded (a run shared by several records counts once); a run's own
+    stretch in its saved state comes first; a kind or scale never timed there falls back to the
+    track's ``seconds_per_iteration`` (an x4 step costs more than an x2 one, so no rate crosses scales)."""
     raw = grid_raw(images)
     study = parse_study(raw, tmp_path / "grid.yaml", tmp_path / "out")
     here, elsewhere = "CPU Test (2 cores, 2 torch threads)", "NVIDIA Test"
+    study.tracks["smoke"]["seconds_per_iteration"] = 360.0
 
-    def record(run: str, kind: str, device: str, seconds_per_iteration: float) -> dict[str, Any]:
+    def record(run: str, kind: str, device: str, seconds_per_iteration: float, model: str = "ours") -> dict:
         return {
-            "model": "ours", "variant": "base", "binary": kind != "twin", "track": "smoke", "scale": 2,
+            "model": model, "variant": "base", "binary": kind != "twin", "track": "smoke", "scale": 2,
             "seed": 0, "iterations": 100, "checkpoint": "x", "ops": 1, "params": 1, "scores": {},
             "run": run, "kind": kind, "device": device, "train_seconds": 100 * seconds_per_iteration,
         }  # fmt: skip
+
+    def plan(device: str) -> str:
+        log = io.StringIO()
+        print_plan(study, study.runs, log, device)
+        return log.getvalue()
+
+    def expected(rate_of: Any) -> str:
+        """The estimate for ``rate_of(run)`` (seconds per iteration, None where not timed here)."""
+        rates = {run.run_id: rate_of(run) for run in study.runs}
+        timed = [run for run in study.runs if rates[run.run_id]]
+        untimed = sum(run.iterations for run in study.runs if not rates[run.run_id])
+        by_kind: dict[str, list[float]] = {}
+        for run in timed:
+            tally = by_kind.setdefault(run.kind, [0.0, 0.0])
+            tally[0] += run.iterations
+            tally[1] += run.iterations * rates[run.run_id]
+        hours = sum(run.iterations * rates[run.run_id] for run in timed) / 3600
+        listed = ", ".join(f"{kind} {total / n:.3g}" for kind, (n, total) in sorted(by_kind.items()))
+        return (
+            f"≈ {hours:.1f} h at the s/it recorded on {here} ({listed}) + {untimed * 0.1:.1f} h at the"
+            f" file's 360.0 s/it for the {untimed} of kinds or scales not timed there for one worker"
+        )
 
     records = [
         record("old/a", "twin", here, 50.0),
         record("old/a", "twin", here, 50.0),  # the same run under a second label
         record("old/b", "twin", here, 90.0),
+        record("old/f", "twin", here, 10.0, model="bbcu_l"),
         record("old/c", "binary", elsewhere, 1.0),
     ]
     study.results.parent.mkdir(parents=True)
     study.results.write_text(json.dumps({"runs": records}), encoding="utf-8")
-    log = io.StringIO()
-    print_plan(study, study.runs, log, here)
-    twin_iterations = sum(run.iterations for run in study.runs if run.kind == "twin")
-    other_iterations = sum(run.iterations for run in study.runs if run.kind != "twin")
-    assert twin_iterations and other_iterations
-    assert f"{twin_iterations * 70.0 / 3600:.1f} h at the s/it recorded on {here} (twin 70)" in log.getvalue()
-    assert "binary 1" not in log.getvalue()
+    assert {run.records[0].scale for run in study.runs} == {2, 4}
+
+    def twin_rate(run: StudyRun) -> float | None:
+        point = run.records[0]
+        if run.kind != "twin" or point.scale != 2:
+            return None  # binary runs timed elsewhere only, x4 nowhere
+        return {"ours": 70.0, "bbcu_l": 10.0}.get(point.model, 50.0)  # else the median of 50, 90, 10
+
+    assert expected(twin_rate) in plan(here)
+    assert "binary 1" not in plan(here)
     # no run recorded on the device: the file's rate for all
-    study.tracks["smoke"]["seconds_per_iteration"] = 360.0
-    log = io.StringIO()
-    print_plan(study, study.runs, log, "CPU Other (2 cores, 1 torch threads)")
-    total = (twin_iterations + other_iterations) * 360.0 / 3600
-    assert f"iterations left ≈ {total:.1f} h at the file's 360.0 s/it for one worker" in log.getvalue()
+    total = sum(run.iterations for run in study.runs) * 360.0 / 3600
+    assert f"iterations left ≈ {total:.1f} h at the file's 360.0 s/it for one worker" in plan("CPU Other")
     # a run started from the trained twin (kind ``init``, ``init-twin``) trains like a binary run or a twin
     raw["models"] = {"ours": {"variants": {"base-init": {"init": "twin"}}}}
     study = parse_study(raw, tmp_path / "init.yaml", tmp_path / "init")
+    study.tracks["smoke"]["seconds_per_iteration"] = 360.0
     assert {run.kind for run in study.runs} == {"twin", "init-twin", "init"}
     study.results.parent.mkdir(parents=True)
     timed = [record("old/a", "twin", here, 50.0), record("old/c", "binary", here, 2.0)]
     study.results.write_text(json.dumps({"runs": timed}), encoding="utf-8")
-    log = io.StringIO()
-    print_plan(study, study.runs, log, here)
-    hours = sum(run.iterations * (2.0 if run.kind == "init" else 50.0) for run in study.runs) / 3600
-    assert f"≈ {hours:.1f} h at the s/it recorded on {here} (binary 2, twin 50) for" in log.getvalue()
+
+    def init_rate(binary_rate: float) -> Any:
+        return lambda run: None if run.config["scale"] != 2 else binary_rate if run.kind == "init" else 50.0
+
+    assert expected(init_rate(2.0)) in plan(here)
     # a record that keeps its time by device counts its iterations here alone, whoever finished it, and
     # not a stretch too short to be more than start-up
     moved = record("old/d", "binary", elsewhere, 1.0) | {
@@ -382,10 +410,15 @@ def test_dry_run_estimates_hours_from_the_runs_recorded_on_the_same_device(
     short = record("old/e", "twin", here, 1.0) | {"train_time": {here: {"iterations": 100, "seconds": 10.0}}}
     timed = [record("old/a", "twin", here, 50.0), moved, short]
     study.results.write_text(json.dumps({"runs": timed}), encoding="utf-8")
-    log = io.StringIO()
-    print_plan(study, study.runs, log, here)
-    hours = sum(run.iterations * (4.0 if run.kind == "init" else 50.0) for run in study.runs) / 3600
-    assert f"≈ {hours:.1f} h at the s/it recorded on {here} (binary 4, twin 50) for" in log.getvalue()
+    assert expected(init_rate(4.0)) in plan(here)
+    # a run part-way through is expected to go on at its own pace here, from its saved state
+    monkeypatch.setattr(runner, "MIN_TIMED_ITERATIONS", 150)  # runs of 30 iterations; ``short`` stays out
+    started = next(run for run in study.runs if run.kind == "init" and run.config["scale"] == 4)
+    study.run_dir(started).mkdir(parents=True)
+    state = {"iteration": 0, "time_by_device": {here: {"iterations": 200, "seconds": 600.0}}}
+    (study.run_dir(started) / "last_state.json").write_text(json.dumps(state), encoding="utf-8")
+    own = init_rate(4.0)
+    assert expected(lambda run: 3.0 if run is started else own(run)) in plan(here)
 
 
 def test_the_report_names_every_device_a_run_trained_on() -> None:

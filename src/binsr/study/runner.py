@@ -691,28 +691,73 @@ MIN_TIMED_ITERATIONS = 500
 """The fewest iterations on a device that :func:`measured_seconds_per_iteration` takes a rate from."""
 
 
-def measured_seconds_per_iteration(study: Study, device: str) -> dict[str, float]:
+RateKey = tuple[Any, ...]
+"""``(kind, track, scale, model, variant)`` or a leading part of it down to ``(kind, track, scale)``:
+what a measured rate is of. A rate is not carried across scales or tracks (on the CPU an x4 step of the
+study costs about three x2 steps)."""
+
+COARSEST_RATE_KEY = 3
+"""The length of the coarsest :data:`RateKey`: ``(kind, track, scale)``."""
+
+
+def rate_key(kind: str, point: dict[str, Any]) -> RateKey:
+    """The full :data:`RateKey` of a run of ``kind`` answering ``point`` (a ``study.json`` row, or a
+    :class:`RecordKey` as a dict; model and variant None for a run that answers none, a twin trained
+    only to start a binary run from)."""
+    return (kind, point["track"], point["scale"], point["model"], point["variant"])
+
+
+def measured_seconds_per_iteration(study: Study, device: str) -> dict[RateKey, float]:
     """Median training seconds per iteration of the runs recorded in ``study.json`` on ``device`` (a
-    :func:`device_name` description), by run kind (``twin``, ``binary``, ``distill``, ``plateau``); a
-    run shared by several records counts once. A record that keeps its time by device (``train_time``)
-    counts its iterations on ``device`` alone (at least :data:`MIN_TIMED_ITERATIONS` of them: a short
-    stretch is mostly compilation and start-up); an older one counts whole when ``device`` finished it."""
-    per_run: dict[str, tuple[str, float]] = {}
+    :func:`device_name` description), by run kind (``twin``, ``binary``, ``distill``, ``plateau``),
+    track and scale and, finer, model and variant (a deeper network costs more): each
+    :data:`RateKey` from ``(kind, track, scale)`` to the full :func:`rate_key`. A run shared by several
+    records counts once. A record that keeps its time by device (``train_time``) counts its iterations
+    on ``device`` alone (at least :data:`MIN_TIMED_ITERATIONS` of them: a short stretch is mostly
+    compilation and start-up); an older one counts whole when ``device`` finished it."""
+    per_run: dict[str, tuple[RateKey, float]] = {}
     records = load_results(study.results)["runs"] if study.results.is_file() else []
     for record in records:
         if not record.get("run"):
             continue
+        key = rate_key(record.get("kind", ""), record)
         if record.get("train_time"):
             stretch = record["train_time"].get(device)
             if stretch and stretch["iterations"] >= MIN_TIMED_ITERATIONS:
-                per_run[record["run"]] = (record.get("kind", ""), stretch["seconds"] / stretch["iterations"])
+                per_run[record["run"]] = (key, stretch["seconds"] / stretch["iterations"])
         elif record.get("device") == device and record.get("train_seconds"):
-            seconds = float(record["train_seconds"]) / int(record["iterations"])
-            per_run[record["run"]] = (record.get("kind", ""), seconds)
-    by_kind: dict[str, list[float]] = {}
-    for kind, seconds in per_run.values():
-        by_kind.setdefault(kind, []).append(seconds)
-    return {kind: statistics.median(values) for kind, values in by_kind.items()}
+            per_run[record["run"]] = (key, float(record["train_seconds"]) / int(record["iterations"]))
+    by_key: dict[RateKey, list[float]] = {}
+    for key, seconds in per_run.values():
+        for length in range(COARSEST_RATE_KEY, len(key) + 1):
+            by_key.setdefault(key[:length], []).append(seconds)
+    return {key: statistics.median(values) for key, values in by_key.items()}
+
+
+def run_rate(study: Study, run: StudyRun, device: str, measured: dict[RateKey, float]) -> float | None:
+    """The seconds per iteration :func:`print_plan` expects of ``run`` on ``device``: its own so far
+    when its saved training state (folder, else kept copy) has at least :data:`MIN_TIMED_ITERATIONS`
+    there; else the rate ``measured`` (:func:`measured_seconds_per_iteration`) for the most specific
+    :data:`RateKey` it matches, its own kind before the kind it trains like (:data:`TRAINS_LIKE`) at
+    each level; None when neither kind was timed on ``device`` at its track and scale."""
+    from binsr.train.state import STATE_JSON
+
+    for folder in [study.run_dir(run)] + (
+        [study.kept_dir / run.run_id] if study.kept_dir is not None else []
+    ):
+        info = _read_json(folder / STATE_JSON) if (folder / STATE_JSON).is_file() else None
+        stretch = (info.get("time_by_device") or {}).get(device) if isinstance(info, dict) else None
+        if stretch and stretch["iterations"] >= MIN_TIMED_ITERATIONS:
+            return float(stretch["seconds"]) / int(stretch["iterations"])
+    kinds = [run.kind] + ([TRAINS_LIKE[run.kind]] if run.kind in TRAINS_LIKE else [])
+    point = {"track": run.run_id.split("/")[0], "scale": int(run.config["scale"])}
+    point |= dataclasses.asdict(run.records[0]) if run.records else {"model": None, "variant": None}
+    for length in range(len(rate_key("", point)), COARSEST_RATE_KEY - 1, -1):
+        for kind in kinds:
+            rate = measured.get(rate_key(kind, point)[:length])
+            if rate:
+                return rate
+    return None
 
 
 def validation_points(
@@ -762,10 +807,11 @@ def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO, device: str 
     """The ``--dry-run`` listing: every selected run, its status and the remaining work.
 
     The hours left are the remaining iterations of each run at the median seconds per iteration of the
-    recorded runs of its kind on ``device`` (:func:`measured_seconds_per_iteration`, a
-    :func:`device_name` description), or of the kind it trains like (:data:`TRAINS_LIKE`); where
-    neither was recorded there, at the track's ``seconds_per_iteration``. A binary run part-way
-    through also shows its gap to its twin so far (:func:`gap_so_far`)."""
+    recorded runs most like it on ``device`` (:func:`run_rate`: the same kind, track, scale, model and
+    variant where recorded, else fewer of them; a :func:`device_name` description); where its kind was
+    not timed there at its track and scale, at the track's ``seconds_per_iteration``. The rates
+    printed are the mean of those expected of each kind, weighted by the iterations left. A binary run
+    part-way through also shows its gap to its twin so far (:func:`gap_so_far`)."""
     runs = list(runs)
     records = (  # by run id; its keys are recorded_run_ids(study), read once
         {str(r["run"]): r for r in load_results(study.results)["runs"] if r.get("run")}
@@ -777,15 +823,19 @@ def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO, device: str 
     measured = measured_seconds_per_iteration(study, device) if device else {}
     left: dict[str, int] = {}
     measured_hours: dict[str, float] = {}
+    applied: dict[str, dict[str, list[float]]] = {}  # track -> kind -> [iterations, seconds] expected
     unmeasured: dict[str, int] = {}  # iterations of the kinds never recorded on ``device``
     for run in runs:
         status, iteration = run_status(study, run, recorded)
         track = run.run_id.split("/")[0]
         remaining = run.iterations - iteration
         left[track] = left.get(track, 0) + remaining
-        rate = measured.get(run.kind) or measured.get(TRAINS_LIKE.get(run.kind, ""))
+        rate = run_rate(study, run, device, measured) if device and remaining else None
         if rate:
             measured_hours[track] = measured_hours.get(track, 0.0) + remaining * rate / 3600
+            tally = applied.setdefault(track, {}).setdefault(run.kind, [0.0, 0.0])
+            tally[0] += remaining
+            tally[1] += remaining * rate
         else:
             unmeasured[track] = unmeasured.get(track, 0) + remaining
         needs = f" <- {'teacher' if run.teacher else 'from'} {run.needs}" if run.needs else ""
@@ -804,10 +854,14 @@ def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO, device: str 
         seconds = study.tracks[track]["seconds_per_iteration"]
         parts = []
         if measured_hours.get(track):
-            rates = ", ".join(f"{kind} {rate:.3g}" for kind, rate in sorted(measured.items()))
+            expected = sorted(applied[track].items())
+            rates = ", ".join(
+                f"{kind} {seconds / iterations:.3g}" for kind, (iterations, seconds) in expected
+            )
             parts.append(f"{measured_hours[track]:.1f} h at the s/it recorded on {device} ({rates})")
         if unmeasured.get(track) and seconds:
-            parts.append(f"{unmeasured[track] * seconds / 3600:.1f} h at the file's {seconds} s/it")
+            untimed = f" for the {unmeasured[track]} of kinds or scales not timed there" if parts else ""
+            parts.append(f"{unmeasured[track] * seconds / 3600:.1f} h at the file's {seconds} s/it{untimed}")
         estimate = f" ≈ {' + '.join(parts)} for one worker (divide by --jobs)" if parts else ""
         out.write(f"track {track}: {iterations} iterations left{estimate}\n")
 
