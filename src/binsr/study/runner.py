@@ -133,24 +133,33 @@ def recorded_run_ids(study: Study) -> set[str]:
     return {str(record["run"]) for record in load_results(study.results)["runs"] if record.get("run")}
 
 
-def _state_iteration(run_dir: Path) -> int:
-    """The iteration of the training state committed in ``run_dir`` (-1 without one)."""
+def _state_info(run_dir: Path) -> dict[str, Any] | None:
+    """The JSON half of the training state committed in ``run_dir`` (None without one; {} unreadable)."""
     from binsr.train.state import STATE_JSON
 
     path = run_dir / STATE_JSON
     if not path.is_file():
-        return -1
+        return None
     info = _read_json(path)
-    return int(info.get("iteration", 0)) if isinstance(info, dict) else 0
+    return info if isinstance(info, dict) else {}
+
+
+def _state_iteration(run_dir: Path) -> int:
+    """The iteration of the training state committed in ``run_dir`` (-1 without one)."""
+    info = _state_info(run_dir)
+    return -1 if info is None else int(info.get("iteration", 0))
+
+
+def run_folders(study: Study, run: StudyRun) -> list[Path]:
+    """Where ``run`` may be: its folder under the runs folder, then its kept copy (when the study keeps)."""
+    return [study.run_dir(run)] + ([study.kept_dir / run.run_id] if study.kept_dir is not None else [])
 
 
 def run_status(study: Study, run: StudyRun, recorded: Iterable[str] = ()) -> tuple[str, int]:
     """``("done" | "partial" | "recorded" | "new", iterations trained so far)`` of ``run``, from its
     folder, else its kept copy, else ``study.json`` (``recorded``: ids from :func:`recorded_run_ids`;
     a run folder that exists overrides its record, so deleting ``done.json`` still reruns a run)."""
-    folders = [study.run_dir(run)]
-    if study.kept_dir is not None:
-        folders.append(study.kept_dir / run.run_id)
+    folders = run_folders(study, run)
     for folder in folders:
         if (folder / DONE_FILE).is_file():
             return "done", run.iterations
@@ -707,6 +716,16 @@ def rate_key(kind: str, point: dict[str, Any]) -> RateKey:
     return (kind, point["track"], point["scale"], point["model"], point["variant"])
 
 
+def _stretch_rate(time_by_device: dict[str, Any] | None, device: str) -> float | None:
+    """Seconds per iteration on ``device`` from a tally of iterations and seconds by device (a
+    record's ``train_time``, a state's ``time_by_device``); None under :data:`MIN_TIMED_ITERATIONS`
+    there (a short stretch is mostly compilation and start-up)."""
+    stretch = (time_by_device or {}).get(device)
+    if not stretch or stretch["iterations"] < MIN_TIMED_ITERATIONS:
+        return None
+    return float(stretch["seconds"]) / int(stretch["iterations"])
+
+
 def measured_seconds_per_iteration(study: Study, device: str) -> dict[RateKey, float]:
     """Median training seconds per iteration of the runs recorded in ``study.json`` on ``device`` (a
     :func:`device_name` description), by run kind (``twin``, ``binary``, ``distill``, ``plateau``),
@@ -722,9 +741,9 @@ def measured_seconds_per_iteration(study: Study, device: str) -> dict[RateKey, f
             continue
         key = rate_key(record.get("kind", ""), record)
         if record.get("train_time"):
-            stretch = record["train_time"].get(device)
-            if stretch and stretch["iterations"] >= MIN_TIMED_ITERATIONS:
-                per_run[record["run"]] = (key, stretch["seconds"] / stretch["iterations"])
+            rate = _stretch_rate(record["train_time"], device)
+            if rate:
+                per_run[record["run"]] = (key, rate)
         elif record.get("device") == device and record.get("train_seconds"):
             per_run[record["run"]] = (key, float(record["train_seconds"]) / int(record["iterations"]))
     by_key: dict[RateKey, list[float]] = {}
@@ -740,15 +759,10 @@ def run_rate(study: Study, run: StudyRun, device: str, measured: dict[RateKey, f
     there; else the rate ``measured`` (:func:`measured_seconds_per_iteration`) for the most specific
     :data:`RateKey` it matches, its own kind before the kind it trains like (:data:`TRAINS_LIKE`) at
     each level; None when neither kind was timed on ``device`` at its track and scale."""
-    from binsr.train.state import STATE_JSON
-
-    for folder in [study.run_dir(run)] + (
-        [study.kept_dir / run.run_id] if study.kept_dir is not None else []
-    ):
-        info = _read_json(folder / STATE_JSON) if (folder / STATE_JSON).is_file() else None
-        stretch = (info.get("time_by_device") or {}).get(device) if isinstance(info, dict) else None
-        if stretch and stretch["iterations"] >= MIN_TIMED_ITERATIONS:
-            return float(stretch["seconds"]) / int(stretch["iterations"])
+    for folder in run_folders(study, run):
+        own = _stretch_rate((_state_info(folder) or {}).get("time_by_device"), device)
+        if own:
+            return own
     kinds = [run.kind] + ([TRAINS_LIKE[run.kind]] if run.kind in TRAINS_LIKE else [])
     point = {"track": run.run_id.split("/")[0], "scale": int(run.config["scale"])}
     point |= dataclasses.asdict(run.records[0]) if run.records else {"model": None, "variant": None}
@@ -766,8 +780,7 @@ def validation_points(
     """The validation set and iteration -> validation PSNR of ``run`` so far: from its folder or its
     kept copy (whichever logged more validations), else from the curve of its ``study.json`` record
     (``records``: by run id)."""
-    folders = [study.run_dir(run)] + ([study.kept_dir / run.run_id] if study.kept_dir is not None else [])
-    curves = [read_curve(folder) for folder in folders]
+    curves = [read_curve(folder) for folder in run_folders(study, run)]
     if run.run_id in records:
         curves.append(records[run.run_id].get("curve") or {})
     scored = [
@@ -822,7 +835,6 @@ def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO, device: str 
     twins = {key: other for other in study.runs for key in other.records if not key.binary}
     measured = measured_seconds_per_iteration(study, device) if device else {}
     left: dict[str, int] = {}
-    measured_hours: dict[str, float] = {}
     applied: dict[str, dict[str, list[float]]] = {}  # track -> kind -> [iterations, seconds] expected
     unmeasured: dict[str, int] = {}  # iterations of the kinds never recorded on ``device``
     for run in runs:
@@ -832,7 +844,6 @@ def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO, device: str 
         left[track] = left.get(track, 0) + remaining
         rate = run_rate(study, run, device, measured) if device and remaining else None
         if rate:
-            measured_hours[track] = measured_hours.get(track, 0.0) + remaining * rate / 3600
             tally = applied.setdefault(track, {}).setdefault(run.kind, [0.0, 0.0])
             tally[0] += remaining
             tally[1] += remaining * rate
@@ -853,12 +864,11 @@ def print_plan(study: Study, runs: Iterable[StudyRun], out: TextIO, device: str 
     for track, iterations in left.items():
         seconds = study.tracks[track]["seconds_per_iteration"]
         parts = []
-        if measured_hours.get(track):
+        if track in applied:
             expected = sorted(applied[track].items())
-            rates = ", ".join(
-                f"{kind} {seconds / iterations:.3g}" for kind, (iterations, seconds) in expected
-            )
-            parts.append(f"{measured_hours[track]:.1f} h at the s/it recorded on {device} ({rates})")
+            hours = sum(total for _, total in applied[track].values()) / 3600
+            rates = ", ".join(f"{kind} {total / n:.3g}" for kind, (n, total) in expected)
+            parts.append(f"{hours:.1f} h at the s/it recorded on {device} ({rates})")
         if unmeasured.get(track) and seconds:
             untimed = f" for the {unmeasured[track]} of kinds or scales not timed there" if parts else ""
             parts.append(f"{unmeasured[track] * seconds / 3600:.1f} h at the file's {seconds} s/it{untimed}")
