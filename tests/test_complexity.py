@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -119,3 +121,24 @@ def test_summary_bad_input_is_one_line(argv: list[str], capsys: pytest.CaptureFi
     assert main(["summary", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("binsr: error: ") and err.count("\n") == 1
+
+
+def test_summary_into_a_closed_pipe_stops_quietly() -> None:
+    """``binsr summary ... | head -1``: the reader leaves before the output is written. The command stops
+    with exit code 1 and nothing on stderr (no BrokenPipeError traceback, no "Exception ignored")."""
+    child = (
+        "import sys\nfrom binsr.cli import main\nsys.stdin.read()\n"
+        "sys.exit(main(['summary', 'bbcu_m', '--scale', '4']))\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", child],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # the reader is gone before the child writes (it waits for stdin to close)
+    process.stdin.close()
+    stderr = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(timeout=120) == 1
+    assert stderr == ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from binsr.errors import BinsrError, TrainingStoppedError
@@ -46,7 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that left early fails here, inside the handlers below
+        return code
+    except BrokenPipeError:
+        # stdout's reader stopped reading (``binsr study S.yaml --dry-run | head``): stop quietly, as
+        # Unix tools do; stdout now points at /dev/null so the interpreter's last flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except TrainingStoppedError as error:
         print(f"binsr: interrupted: {error}", file=sys.stderr)
         return error.exit_code
